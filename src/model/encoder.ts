@@ -1,0 +1,150 @@
+/**
+ * The BERT / XLM-RoBERTa encoder as plain functions over a parameter map with HF names
+ * (`embeddings.word_embeddings.weight`, `encoder.layer.0.attention.self.query.weight`, ...), weights in
+ * PyTorch's [out, in] layout so checkpoints load without reshuffling. Dropout runs only in training and
+ * draws from seeds the caller derives (seed, step, micro-batch), so runs are reproducible.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { EncoderConfig } from './config';
+import { geluTanh, linear, ops } from './ops';
+
+export type Params = Map<string, tf.Tensor>;
+
+/** A tokenized, right-padded batch on the host. */
+export interface Batch {
+  inputIds: Int32Array;
+  attentionMask: Int32Array;
+  batch: number;
+  length: number;
+}
+
+export interface ForwardOptions {
+  /** Parameter-name prefix, e.g. `roberta.` inside a RetroMAE checkpoint. */
+  prefix?: string;
+  /** Dropout on when set; each dropout call draws seed, seed+1, ... */
+  dropoutSeed?: number;
+}
+
+/** Dropout that draws consecutive seeds; a no-op when not training. */
+export class Dropout {
+  private next: number;
+  constructor(private readonly seed: number | undefined) {
+    this.next = seed ?? 0;
+  }
+  apply(x: tf.Tensor, rate: number): tf.Tensor {
+    if (this.seed === undefined || rate <= 0) return x;
+    return tf.dropout(x, rate, undefined, this.next++);
+  }
+}
+
+function param(params: Params, name: string): tf.Tensor {
+  const p = params.get(name);
+  if (!p) throw new Error(`missing parameter '${name}'`);
+  return p;
+}
+
+/** Position ids: BERT counts from 0; XLM-R counts non-pad tokens from pad_id + 1 and gives pads pad_id. */
+export function positionIds(cfg: EncoderConfig, b: Batch): Int32Array {
+  const out = new Int32Array(b.batch * b.length);
+  for (let i = 0; i < b.batch; i++) {
+    let count = 0;
+    for (let j = 0; j < b.length; j++) {
+      const k = i * b.length + j;
+      if (cfg.family === 'bert') out[k] = j;
+      else if (b.inputIds[k] !== cfg.padTokenId) out[k] = ++count + cfg.padTokenId;
+      else out[k] = cfg.padTokenId;
+    }
+  }
+  return out;
+}
+
+/** Additive attention mask [B, 1, 1, L]: 0 where visible, float32 min where padded (as HF). */
+export function additiveMask(b: Batch): tf.Tensor4D {
+  const m = new Float32Array(b.batch * b.length);
+  const MIN = -3.4028234663852886e38;
+  for (let i = 0; i < m.length; i++) m[i] = b.attentionMask[i] ? 0 : MIN;
+  return tf.tensor4d(m, [b.batch, 1, 1, b.length]);
+}
+
+/**
+ * word + position + token-type(0) embeddings, LayerNorm, dropout. With `inputsEmbeds` (RetroMAE's query
+ * stream) positions run from the first non-pad position for every row.
+ */
+export function embeddings(
+  cfg: EncoderConfig, params: Params, input: { ids: Batch } | { inputsEmbeds: tf.Tensor3D }, opts: ForwardOptions = {}, drop = new Dropout(opts.dropoutSeed),
+): tf.Tensor3D {
+  const p = (opts.prefix ?? '') + 'embeddings.';
+  return tf.tidy(() => {
+    let x: tf.Tensor;
+    let pos: Int32Array;
+    let batch: number;
+    let length: number;
+    if ('ids' in input) {
+      ({ batch, length } = input.ids);
+      x = tf.gather(param(params, p + 'word_embeddings.weight'), tf.tensor1d(input.ids.inputIds, 'int32'));
+      pos = positionIds(cfg, input.ids);
+    } else {
+      [batch, length] = input.inputsEmbeds.shape;
+      x = tf.reshape(input.inputsEmbeds, [batch * length, cfg.hidden]);
+      const start = cfg.family === 'xlm-roberta' ? cfg.padTokenId + 1 : 0;
+      pos = new Int32Array(batch * length).map((_, k) => start + (k % length));
+    }
+    x = tf.add(x, tf.gather(param(params, p + 'position_embeddings.weight'), tf.tensor1d(pos, 'int32')));
+    // token type ids are all 0: add row 0 (the slice keeps its gradient)
+    x = tf.add(x, tf.slice(param(params, p + 'token_type_embeddings.weight'), [0, 0], [1, cfg.hidden]));
+    x = ops().layerNorm(x, param(params, p + 'LayerNorm.weight'), param(params, p + 'LayerNorm.bias'), cfg.layerNormEps);
+    return tf.reshape(drop.apply(x, cfg.hiddenDropout), [batch, length, cfg.hidden]) as tf.Tensor3D;
+  });
+}
+
+/**
+ * Self-attention block (queries from `qIn`, keys/values from `kvIn`), output projection, dropout and the
+ * residual LayerNorm taken from `qIn`. `addMask` broadcasts to [B, heads, Lq, Lk].
+ */
+export function attentionBlock(
+  cfg: EncoderConfig, params: Params, prefix: string, qIn: tf.Tensor3D, kvIn: tf.Tensor3D, addMask: tf.Tensor, drop: Dropout,
+): tf.Tensor3D {
+  return tf.tidy(() => {
+    const [b, lq, d] = qIn.shape;
+    const lk = kvIn.shape[1];
+    const h = cfg.heads;
+    const hd = d / h;
+    const p = prefix + 'attention.';
+    const proj = (x: tf.Tensor, name: string) => linear(x, param(params, `${p}self.${name}.weight`), param(params, `${p}self.${name}.bias`));
+    // Scale q before the product (cheaper than scaling the [Lq, Lk] scores); kᵀ is materialised by one
+    // transpose so the batched matmul runs without transpose flags (slow on wasm).
+    const q = tf.transpose(tf.reshape(tf.mul(proj(qIn, 'query'), 1 / Math.sqrt(hd)), [b, lq, h, hd]), [0, 2, 1, 3]);
+    const kT = tf.transpose(tf.reshape(proj(kvIn, 'key'), [b, lk, h, hd]), [0, 2, 3, 1]);
+    const v = tf.transpose(tf.reshape(proj(kvIn, 'value'), [b, lk, h, hd]), [0, 2, 1, 3]);
+    const probs = drop.apply(tf.softmax(tf.add(tf.matMul(q as tf.Tensor4D, kT as tf.Tensor4D), addMask)), cfg.attentionDropout);
+    const ctx = tf.reshape(tf.transpose(tf.matMul(probs as tf.Tensor4D, v as tf.Tensor4D), [0, 2, 1, 3]), [b, lq, d]);
+    const out = drop.apply(linear(ctx, param(params, p + 'output.dense.weight'), param(params, p + 'output.dense.bias')), cfg.hiddenDropout);
+    return ops().layerNorm(tf.add(out, qIn), param(params, p + 'output.LayerNorm.weight'), param(params, p + 'output.LayerNorm.bias'), cfg.layerNormEps) as tf.Tensor3D;
+  });
+}
+
+/** Feed-forward block: intermediate dense + activation, output dense, dropout, residual LayerNorm. */
+export function ffnBlock(cfg: EncoderConfig, params: Params, prefix: string, x: tf.Tensor3D, drop: Dropout): tf.Tensor3D {
+  return tf.tidy(() => {
+    const pre = linear(x, param(params, prefix + 'intermediate.dense.weight'), param(params, prefix + 'intermediate.dense.bias'));
+    const act = cfg.activation === 'gelu' ? ops().gelu(pre) : cfg.activation === 'gelu_tanh' ? geluTanh(pre) : tf.relu(pre);
+    const out = drop.apply(linear(act, param(params, prefix + 'output.dense.weight'), param(params, prefix + 'output.dense.bias')), cfg.hiddenDropout);
+    return ops().layerNorm(tf.add(out, x), param(params, prefix + 'output.LayerNorm.weight'), param(params, prefix + 'output.LayerNorm.bias'), cfg.layerNormEps) as tf.Tensor3D;
+  });
+}
+
+/** last_hidden_state [B, L, hidden] of the encoder. */
+export function encoderForward(cfg: EncoderConfig, params: Params, b: Batch, opts: ForwardOptions = {}): tf.Tensor3D {
+  return tf.tidy(() => {
+    const drop = new Dropout(opts.dropoutSeed);
+    const prefix = opts.prefix ?? '';
+    const mask = additiveMask(b);
+    let x = embeddings(cfg, params, { ids: b }, opts, drop);
+    for (let i = 0; i < cfg.layers; i++) {
+      const p = `${prefix}encoder.layer.${i}.`;
+      x = attentionBlock(cfg, params, p, x, x, mask, drop);
+      x = ffnBlock(cfg, params, p, x, drop);
+    }
+    return x;
+  });
+}

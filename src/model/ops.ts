@@ -1,0 +1,55 @@
+/**
+ * The transformer's building blocks as TF.js compositions. A backend with fused kernels (torch) may
+ * replace an entry through `setFusedOps`; every replacement is checked against these composites in tests.
+ */
+import * as tf from '@tensorflow/tfjs';
+
+export interface Ops {
+  /** LayerNorm over the last axis, PyTorch semantics (biased variance). */
+  layerNorm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: number): tf.Tensor;
+  /** Exact GELU: x·Φ(x) with the erf form, as PyTorch's default `gelu`. */
+  gelu(x: tf.Tensor): tf.Tensor;
+}
+
+export const compositeOps: Ops = {
+  layerNorm(x, gamma, beta, eps) {
+    return tf.tidy(() => {
+      const centered = tf.sub(x, tf.mean(x, -1, true));
+      const variance = tf.mean(tf.square(centered), -1, true);
+      return tf.add(tf.mul(tf.mul(centered, tf.rsqrt(tf.add(variance, eps))), gamma), beta);
+    });
+  },
+  gelu(x) {
+    return tf.tidy(() => tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1)));
+  },
+};
+
+let active: Ops = compositeOps;
+export const ops = (): Ops => active;
+export function setFusedOps(partial: Partial<Ops> | null): void {
+  active = { ...compositeOps, ...(partial ?? {}) };
+}
+
+/** GELU with tanh approximation (configs that say gelu_new / gelu_pytorch_tanh). */
+export function geluTanh(x: tf.Tensor): tf.Tensor {
+  return tf.tidy(() => {
+    const inner = tf.mul(tf.add(x, tf.mul(tf.pow(x, 3), 0.044715)), Math.sqrt(2 / Math.PI));
+    return tf.mul(tf.mul(x, 0.5), tf.add(tf.tanh(inner), 1));
+  });
+}
+
+/** y = x·Wᵀ + b with PyTorch's Linear layout (W is [out, in]); x may have any leading shape. */
+export function linear(x: tf.Tensor, weight: tf.Tensor, bias?: tf.Tensor): tf.Tensor {
+  return tf.tidy(() => {
+    const inDim = x.shape[x.shape.length - 1];
+    const lead = x.shape.slice(0, -1);
+    let y = tf.matMul(tf.reshape(x, [-1, inDim]) as tf.Tensor2D, weight as tf.Tensor2D, false, true) as tf.Tensor;
+    if (bias) y = tf.add(y, bias);
+    return tf.reshape(y, [...lead, weight.shape[0]]);
+  });
+}
+
+/** x / sqrt(max(Σx², eps²)) over the last axis: zero rows stay zero with finite gradients. */
+export function l2Normalize(x: tf.Tensor, eps = 1e-12): tf.Tensor {
+  return tf.tidy(() => tf.mul(x, tf.rsqrt(tf.maximum(tf.sum(tf.square(x), -1, true), eps * eps))));
+}

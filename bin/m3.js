@@ -5,7 +5,7 @@ const path = require('path');
 const dist = path.join(__dirname, '..', 'dist', 'src', 'cli', 'main.js');
 if (process.env.M3_FROM_SRC === '1' || !fs.existsSync(dist)) {
   require('./register');
-  require('../src/cli/main.ts');
+  require('../src/cli/main.ts').main();
 } else {
-  require(dist);
+  require(dist).main();
 }

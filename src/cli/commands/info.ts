@@ -1,0 +1,27 @@
+/** `m3 info`: which backends load and pass their self-check here, and which `auto` would take. */
+import type { CommandModule } from 'yargs';
+import * as tf from '@tensorflow/tfjs';
+import { BACKENDS, probeAll, useBackend } from '../../backend';
+import { CommonArgs, handler, printJson } from '../run';
+
+interface InfoArgs extends CommonArgs { json?: boolean }
+
+export const infoCommand: CommandModule<object, InfoArgs> = {
+  command: 'info',
+  describe: 'Show the compute backends available here and the one selected',
+  builder: (y) => y
+    .option('json', { type: 'boolean', describe: 'print exactly one JSON object on stdout' })
+    .example('$0 info', 'table of backends')
+    .example('$0 info --json', '{"backends": {...}, "selected": "wasm"}') as never,
+  handler: handler<InfoArgs>(async (args) => {
+    const device = (args.device ?? 'cpu') as 'cpu' | 'cuda';
+    const backends = await probeAll(device);
+    const selected = await useBackend(args.backend ?? process.env.M3_BACKEND ?? 'auto', device);
+    if (args.json) return printJson({ backends, selected, tfjs: tf.version.tfjs });
+    for (const b of BACKENDS) {
+      const s = backends[b];
+      const mark = b === selected ? '*' : ' ';
+      process.stdout.write(`${mark} ${b.padEnd(11)} ${s.available ? 'available' : 'unavailable'}${s.experimental ? ' (experimental)' : ''}${s.reason ? ` — ${s.reason}` : ''}\n`);
+    }
+  }),
+};

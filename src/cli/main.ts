@@ -1,0 +1,30 @@
+/** The `m3` command line: thin yargs commands over the library API. */
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { infoCommand } from './commands/info';
+import { encodeCommand } from './commands/encode';
+
+export function cli(argv: string[]) {
+  return yargs(argv)
+    .scriptName('m3')
+    .usage('$0 <command> [options]\n\nTrain and run M3 embedding models (dense, sparse and ColBERT retrieval from one encoder).')
+    .option('backend', { type: 'string', describe: 'compute backend: auto|torch|wasm|tensorflow|cpu (env M3_BACKEND)', global: true })
+    .option('device', { type: 'string', choices: ['cpu', 'cuda'], describe: 'device for the torch backend (env M3_DEVICE)', global: true })
+    .option('debug', { type: 'boolean', describe: 'print stack traces of errors', global: true })
+    .command(infoCommand as never)
+    .command(encodeCommand as never)
+    .demandCommand(1, 'name a command (see --help)')
+    .strict()
+    .recommendCommands()
+    .fail((msg, err, y) => {
+      if (err) throw err;
+      process.stderr.write(`m3: error: ${msg}\n(run "${y.$0} --help" for usage)\n`);
+      process.exit(2);
+    })
+    .help()
+    .wrap(Math.min(110, process.stdout.columns || 110));
+}
+
+export async function main(argv: string[] = hideBin(process.argv)): Promise<void> {
+  await cli(argv).parseAsync();
+}

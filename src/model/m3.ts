@@ -1,0 +1,155 @@
+/**
+ * An M3 model: one encoder plus the optional `colbert_linear` / `sparse_linear` heads, its config and
+ * tokenizer. Parameters live in one map under their checkpoint names, so loading, saving, optimizers and
+ * freezing rules (fix_encoder, fix_position_embedding) all speak the names users see in their files.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import * as tf from '@tensorflow/tfjs';
+import { UserError } from '../util/errors';
+import { EncoderConfig, readConfig } from './config';
+import { Params } from './encoder';
+import { loadTokenizer, Tokenizer } from './tokenizer';
+import { readModelWeights, writeModelDir } from './weights/modeldir';
+import { HostTensor, TensorMap } from './weights/types';
+
+export const HEAD_NAMES = ['colbert_linear.weight', 'colbert_linear.bias', 'sparse_linear.weight', 'sparse_linear.bias'];
+
+export interface M3Model {
+  config: EncoderConfig;
+  params: Params;
+  tokenizer: Tokenizer | null;
+  /** Where it was loaded from (for messages). */
+  source: string;
+}
+
+export const hasHeads = (m: M3Model): boolean => HEAD_NAMES.every((n) => m.params.has(n));
+export const colbertDim = (m: M3Model): number | null => m.params.get('colbert_linear.weight')?.shape[0] ?? null;
+
+function toTensor(t: HostTensor): tf.Tensor {
+  return tf.tensor(t.data, t.shape, t.dtype);
+}
+
+export interface LoadOptions {
+  /** A tokenizer dir overriding the model dir's own tokenizer files. */
+  tokenizer?: string;
+  /** Fail when no tokenizer is found (text input needs one; `input_ids` input does not). */
+  requireTokenizer?: boolean;
+}
+
+/** Loads an HF / FlagEmbedding / m3 model dir. Heads are optional; half-present heads are an error. */
+export function loadModel(dir: string, opts: LoadOptions = {}): M3Model {
+  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new UserError(`${dir}: model dir does not exist`);
+  const config = readConfig(dir);
+  const w = readModelWeights(dir);
+  const params: Params = new Map();
+  for (const [name, t] of w.encoder) params.set(name, tf.variable(toTensor(t), !name.startsWith('pooler.')));
+  const heads = [...w.heads.keys()];
+  if (heads.length > 0 && heads.length < HEAD_NAMES.length) {
+    throw new UserError(`${dir}: incomplete M3 heads (found ${heads.join(', ')}; need colbert_linear.pt and sparse_linear.pt)`);
+  }
+  for (const [name, t] of w.heads) params.set(name, tf.variable(toTensor(t), true));
+  checkShapes(config, params, dir);
+  let tokenizer: Tokenizer | null = null;
+  const tokDir = opts.tokenizer ?? dir;
+  if (opts.tokenizer || hasTokenizerFiles(dir)) tokenizer = loadTokenizer(tokDir);
+  else if (opts.requireTokenizer) throw new UserError(`${dir}: no tokenizer files (tokenizer.json or vocab.txt); pass --tokenizer DIR`);
+  if (tokenizer && tokenizer.vocabSize > config.vocabSize) {
+    throw new UserError(`${tokDir}: tokenizer has ${tokenizer.vocabSize} tokens but the model's vocab_size is ${config.vocabSize}`);
+  }
+  return { config, params, tokenizer, source: dir };
+}
+
+export function hasTokenizerFiles(dir: string): boolean {
+  return ['tokenizer.json', 'vocab.txt'].some((f) => fs.existsSync(path.join(dir, f)));
+}
+
+function checkShapes(cfg: EncoderConfig, params: Params, dir: string): void {
+  const want: Record<string, number[]> = {
+    'embeddings.word_embeddings.weight': [cfg.vocabSize, cfg.hidden],
+    'embeddings.position_embeddings.weight': [cfg.maxPositions, cfg.hidden],
+  };
+  for (let i = 0; i < cfg.layers; i++) {
+    const p = `encoder.layer.${i}.`;
+    want[p + 'attention.self.query.weight'] = [cfg.hidden, cfg.hidden];
+    want[p + 'intermediate.dense.weight'] = [cfg.intermediate, cfg.hidden];
+    want[p + 'output.dense.weight'] = [cfg.hidden, cfg.intermediate];
+  }
+  for (const [name, shape] of Object.entries(want)) {
+    const t = params.get(name);
+    if (!t) throw new UserError(`${dir}: weights lack '${name}'`);
+    if (t.shape.join() !== shape.join()) throw new UserError(`${dir}: '${name}' has shape [${t.shape}] but config.json implies [${shape}]`);
+  }
+  const cw = params.get('colbert_linear.weight');
+  if (cw && cw.shape[1] !== cfg.hidden) throw new UserError(`${dir}: colbert_linear.weight has shape [${cw.shape}], its input must be hidden_size ${cfg.hidden}`);
+  const sw = params.get('sparse_linear.weight');
+  if (sw && (sw.shape[0] !== 1 || sw.shape[1] !== cfg.hidden)) throw new UserError(`${dir}: sparse_linear.weight has shape [${sw.shape}], want [1, ${cfg.hidden}]`);
+}
+
+/** Host copies of the parameters, split as the model dir stores them. */
+export function exportWeights(m: M3Model): { encoder: TensorMap; heads: TensorMap } {
+  const encoder: TensorMap = new Map();
+  const heads: TensorMap = new Map();
+  for (const [name, t] of m.params) {
+    const host: HostTensor = { dtype: t.dtype === 'int32' ? 'int32' : 'float32', shape: t.shape.slice(), data: t.dataSync() as Float32Array };
+    (HEAD_NAMES.includes(name) ? heads : encoder).set(name, host);
+  }
+  return { encoder, heads };
+}
+
+/** Writes the model dir (HF + FlagEmbedding + sentence-transformers layout), atomically. */
+export async function saveModel(m: M3Model, dir: string): Promise<void> {
+  const { encoder, heads } = exportWeights(m);
+  await writeModelDir(dir, {
+    config: m.config.raw,
+    encoder,
+    heads: heads.size ? heads : undefined,
+    tokenizer: m.tokenizer ?? undefined,
+    normalize: true,
+  });
+}
+
+export function disposeModel(m: M3Model): void {
+  for (const t of m.params.values()) t.dispose();
+  m.params.clear();
+}
+
+/**
+ * A freshly initialised model (training from scratch): weights ~ N(0, initializer_range), biases 0,
+ * LayerNorm 1/0, as HF's `_init_weights`; heads sized hidden → colbertDim and hidden → 1.
+ */
+export function initModel(config: EncoderConfig, opts: { seed: number; heads?: boolean; colbertDim?: number; tokenizer?: Tokenizer | null }): M3Model {
+  const std = Number(config.raw.initializer_range ?? 0.02);
+  const d = config.hidden;
+  let seed = opts.seed;
+  const normal = (shape: number[]) => tf.variable(tf.randomNormal(shape, 0, std, 'float32', seed++));
+  const zeros = (n: number) => tf.variable(tf.zeros([n]));
+  const ones = (n: number) => tf.variable(tf.ones([n]));
+  const params: Params = new Map();
+  const dense = (p: string, out: number, inp: number) => {
+    params.set(p + '.weight', normal([out, inp]));
+    params.set(p + '.bias', zeros(out));
+  };
+  const ln = (p: string) => {
+    params.set(p + '.weight', ones(d));
+    params.set(p + '.bias', zeros(d));
+  };
+  params.set('embeddings.word_embeddings.weight', normal([config.vocabSize, d]));
+  params.set('embeddings.position_embeddings.weight', normal([config.maxPositions, d]));
+  params.set('embeddings.token_type_embeddings.weight', normal([config.typeVocabSize, d]));
+  ln('embeddings.LayerNorm');
+  for (let i = 0; i < config.layers; i++) {
+    const p = `encoder.layer.${i}.`;
+    for (const m of ['query', 'key', 'value']) dense(p + 'attention.self.' + m, d, d);
+    dense(p + 'attention.output.dense', d, d);
+    ln(p + 'attention.output.LayerNorm');
+    dense(p + 'intermediate.dense', config.intermediate, d);
+    dense(p + 'output.dense', d, config.intermediate);
+    ln(p + 'output.LayerNorm');
+  }
+  if (opts.heads) {
+    dense('colbert_linear', opts.colbertDim && opts.colbertDim > 0 ? opts.colbertDim : d, d);
+    dense('sparse_linear', 1, d);
+  }
+  return { config, params, tokenizer: opts.tokenizer ?? null, source: '(initialised)' };
+}

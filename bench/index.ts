@@ -1,0 +1,23 @@
+/**
+ * Benchmarks (`npm run bench -- NAME [--json] [--backend B]`): numbers that matter live here, not in
+ * timed tests. Each prints a table on stderr-free stdout, or JSON lines with --json.
+ */
+import yargs from 'yargs';
+
+const BENCHES: Record<string, () => Promise<{ run(args: Record<string, unknown>): Promise<void> }>> = {
+  encode: async () => import('./encode'),
+};
+
+export async function main(argv: string[]): Promise<void> {
+  const args = await yargs(argv)
+    .scriptName('npm run bench --')
+    .command('$0 <name>', 'run a benchmark', (y) => y.positional('name', { choices: Object.keys(BENCHES), type: 'string' }))
+    .option('json', { type: 'boolean', describe: 'one JSON object per measurement on stdout' })
+    .option('backend', { type: 'string', describe: 'only this backend (default: every available one)' })
+    .example('npm run bench -- encode', 'encoding throughput per backend')
+    .strict()
+    .help()
+    .parseAsync();
+  const bench = await BENCHES[args.name as string]();
+  await bench.run(args);
+}

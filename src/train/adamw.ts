@@ -1,0 +1,103 @@
+/**
+ * AdamW exactly as PyTorch's torch.optim.AdamW (Loshchilov & Hutter, "Decoupled Weight Decay
+ * Regularization"), per parameter at step t:
+ *   p ← p·(1 − lr·wd)                      (decoupled decay; skipped for no-decay parameters)
+ *   m ← β1·m + (1 − β1)·g,   v ← β2·v + (1 − β2)·g²
+ *   p ← p − (lr / (1 − β1ᵗ)) · m / (√v / √(1 − β2ᵗ) + ε)
+ * No decay on biases and LayerNorm weights (HF Trainer's rule). Moments are variables named after their
+ * parameter, so checkpoints store and restore them by name.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { HostTensor, TensorMap } from '../model/weights/types';
+
+export interface AdamWConfig {
+  lr: number;
+  betas: [number, number];
+  eps: number;
+  weightDecay: number;
+}
+
+export const ADAMW_DEFAULTS: AdamWConfig = { lr: 1e-5, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0.0 };
+
+export const isNoDecay = (name: string): boolean => name.endsWith('.bias') || name.includes('LayerNorm');
+
+export interface AdamW {
+  config: AdamWConfig;
+  step: number;
+  m: Map<string, tf.Variable>;
+  v: Map<string, tf.Variable>;
+}
+
+export function createAdamW(config: Partial<AdamWConfig> = {}): AdamW {
+  return { config: { ...ADAMW_DEFAULTS, ...config }, step: 0, m: new Map(), v: new Map() };
+}
+
+/** One update of every parameter that has a gradient, at learning rate `lr`. */
+export function adamwStep(opt: AdamW, params: Map<string, tf.Variable>, grads: Map<string, tf.Tensor>, lr: number): void {
+  opt.step += 1;
+  const [b1, b2] = opt.config.betas;
+  const bc1 = 1 - b1 ** opt.step;
+  const bc2Sqrt = Math.sqrt(1 - b2 ** opt.step);
+  for (const [name, g] of grads) {
+    const p = params.get(name);
+    if (!p) throw new Error(`gradient for unknown parameter '${name}'`);
+    if (!opt.m.has(name)) {
+      opt.m.set(name, tf.variable(tf.zerosLike(p), false));
+      opt.v.set(name, tf.variable(tf.zerosLike(p), false));
+    }
+    const m = opt.m.get(name)!;
+    const v = opt.v.get(name)!;
+    tf.tidy(() => {
+      const decay = isNoDecay(name) ? 0 : lr * opt.config.weightDecay;
+      const decayed = decay ? tf.mul(p, 1 - decay) : p;
+      const mNew = tf.add(tf.mul(m, b1), tf.mul(g, 1 - b1));
+      const vNew = tf.add(tf.mul(v, b2), tf.mul(tf.square(g), 1 - b2));
+      const denom = tf.add(tf.div(tf.sqrt(vNew), bc2Sqrt), opt.config.eps);
+      m.assign(mNew);
+      v.assign(vNew);
+      p.assign(tf.sub(decayed, tf.mul(tf.div(mNew, denom), lr / bc1)));
+    });
+  }
+}
+
+/**
+ * Global gradient-norm clipping as torch.nn.utils.clip_grad_norm_: returns the total norm before clipping
+ * and the (possibly scaled) gradients; the caller disposes the old ones. One scalar is read back.
+ */
+export function clipGradNorm(grads: Map<string, tf.Tensor>, maxNorm: number): { norm: number; grads: Map<string, tf.Tensor> } {
+  const normT = tf.tidy(() => tf.sqrt(tf.addN([...grads.values()].map((g) => tf.sum(tf.square(g))))));
+  const norm = normT.dataSync()[0];
+  normT.dispose();
+  const coef = maxNorm / (norm + 1e-6);
+  if (!(maxNorm > 0) || coef >= 1 || !Number.isFinite(norm)) return { norm, grads };
+  const out = new Map<string, tf.Tensor>();
+  for (const [k, g] of grads) out.set(k, tf.mul(g, coef));
+  return { norm, grads: out };
+}
+
+/** Moments and step as host tensors (`exp_avg.<name>`, `exp_avg_sq.<name>`) for checkpoints. */
+export function exportAdamW(opt: AdamW): { step: number; tensors: TensorMap } {
+  const tensors: TensorMap = new Map();
+  const host = (t: tf.Tensor): HostTensor => ({ dtype: 'float32', shape: t.shape.slice(), data: t.dataSync() as Float32Array });
+  for (const [k, t] of opt.m) tensors.set(`exp_avg.${k}`, host(t));
+  for (const [k, t] of opt.v) tensors.set(`exp_avg_sq.${k}`, host(t));
+  return { step: opt.step, tensors };
+}
+
+export function importAdamW(opt: AdamW, step: number, tensors: TensorMap): void {
+  disposeAdamW(opt);
+  opt.step = step;
+  for (const [key, t] of tensors) {
+    const [kind, ...rest] = key.split('.');
+    const name = rest.join('.');
+    const target = kind === 'exp_avg' ? opt.m : kind === 'exp_avg_sq' ? opt.v : null;
+    if (!target) throw new Error(`unexpected optimizer tensor '${key}'`);
+    target.set(name, tf.variable(tf.tensor(t.data, t.shape, 'float32'), false));
+  }
+}
+
+export function disposeAdamW(opt: AdamW): void {
+  for (const t of [...opt.m.values(), ...opt.v.values()]) t.dispose();
+  opt.m.clear();
+  opt.v.clear();
+}

@@ -1,0 +1,107 @@
+/**
+ * Training checkpoints: OUT/checkpoints/step-N/{weights.safetensors, optimizer.safetensors, state.json},
+ * each written into a dot-named temp dir and renamed, so a crash leaves either the whole checkpoint or
+ * none; the newest `keep` are kept. state.json holds the step counters and the data position.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { UserError } from '../util/errors';
+import { writeDirAtomic, writeFileAtomic } from '../util/fsx';
+import { readSafetensors, encodeSafetensors } from '../model/weights/safetensors';
+import { TensorMap } from '../model/weights/types';
+
+export interface CheckpointState {
+  /** Optimizer steps taken. */
+  step: number;
+  /** Micro-batches consumed (step × grad_accum unless the run ended mid-accumulation). */
+  microStep: number;
+  /** Where the data reader resumes. */
+  dataPosition: unknown;
+  /** Anything else a stage needs (e.g. best eval metric). */
+  extra?: Record<string, unknown>;
+}
+
+export interface Checkpoint {
+  dir: string;
+  state: CheckpointState;
+  weights: TensorMap;
+  optimizer: TensorMap;
+}
+
+const STEP_DIR = /^step-(\d+)$/;
+
+export function checkpointsDir(outputDir: string): string {
+  return path.join(outputDir, 'checkpoints');
+}
+
+/** Complete checkpoints, oldest first (temp dirs are dot-named and never match). */
+export function listCheckpoints(outputDir: string): { step: number; dir: string }[] {
+  const root = checkpointsDir(outputDir);
+  if (!fs.existsSync(root)) return [];
+  return fs.readdirSync(root)
+    .map((name) => ({ m: STEP_DIR.exec(name), name }))
+    .filter((x): x is { m: RegExpExecArray; name: string } => !!x.m && fs.existsSync(path.join(root, x.name, 'state.json')))
+    .map(({ m, name }) => ({ step: Number(m[1]), dir: path.join(root, name) }))
+    .sort((a, b) => a.step - b.step);
+}
+
+export async function saveCheckpoint(outputDir: string, state: CheckpointState, weights: TensorMap, optimizer: TensorMap, keep: number): Promise<string> {
+  const dir = path.join(checkpointsDir(outputDir), `step-${state.step}`);
+  await writeDirAtomic(dir, (tmp) => {
+    fs.writeFileSync(path.join(tmp, 'weights.safetensors'), encodeSafetensors(weights));
+    fs.writeFileSync(path.join(tmp, 'optimizer.safetensors'), encodeSafetensors(optimizer));
+    // state.json last: its presence marks a complete checkpoint even if the rename were not atomic
+    fs.writeFileSync(path.join(tmp, 'state.json'), JSON.stringify(state, null, 2));
+  });
+  if (keep > 0) {
+    const all = listCheckpoints(outputDir);
+    for (const old of all.slice(0, Math.max(0, all.length - keep))) fs.rmSync(old.dir, { recursive: true, force: true });
+  }
+  return dir;
+}
+
+export function loadCheckpoint(dir: string): Checkpoint {
+  let state: CheckpointState;
+  try {
+    state = JSON.parse(fs.readFileSync(path.join(dir, 'state.json'), 'utf8'));
+  } catch (e) {
+    throw new UserError(`${dir}/state.json: unreadable checkpoint state (${(e as Error).message})`);
+  }
+  return {
+    dir,
+    state,
+    weights: readSafetensors(path.join(dir, 'weights.safetensors')),
+    optimizer: readSafetensors(path.join(dir, 'optimizer.safetensors')),
+  };
+}
+
+/** Appends one JSON line to OUT/metrics.jsonl. */
+export function appendMetrics(outputDir: string, row: Record<string, unknown>): void {
+  fs.mkdirSync(outputDir, { recursive: true });
+  fs.appendFileSync(path.join(outputDir, 'metrics.jsonl'), JSON.stringify(row) + '\n');
+}
+
+/** Marks a finished stage: resume of a finished run is a no-op. */
+export function markFinished(outputDir: string, info: Record<string, unknown>): void {
+  writeFileAtomic(path.join(outputDir, 'finished.json'), JSON.stringify(info, null, 2));
+}
+
+export function isFinished(outputDir: string): boolean {
+  return fs.existsSync(path.join(outputDir, 'finished.json')) && fs.existsSync(path.join(outputDir, 'final'));
+}
+
+/** On resume, drops metric rows logged after the checkpoint (they will be logged again). */
+export function truncateMetrics(outputDir: string, step: number): void {
+  const file = path.join(outputDir, 'metrics.jsonl');
+  if (!fs.existsSync(file)) return;
+  const keep = fs.readFileSync(file, 'utf8').split('\n').filter((l) => {
+    if (!l.trim()) return false;
+    try {
+      const r = JSON.parse(l) as { step?: number };
+      return r.step === undefined || r.step <= step;
+    } catch {
+      return false; // a line cut by a crash
+    }
+  });
+  writeFileAtomic(file, keep.map((l) => l + '\n').join(''));
+}

@@ -223,6 +223,6 @@ export function loadWeights(params: Map<string, tf.Variable>, weights: TensorMap
     const t = weights.get(k);
     if (!t) throw new UserError(`${where}: checkpoint lacks parameter '${k}' (was the config changed?)`);
     if (t.shape.join() !== v.shape.join()) throw new UserError(`${where}: parameter '${k}' has shape [${t.shape}], the model has [${v.shape}]`);
-    v.assign(tf.tensor(t.data, t.shape, 'float32'));
+    tf.tidy(() => v.assign(tf.tensor(t.data, t.shape, 'float32')));
   }
 }

@@ -27,14 +27,17 @@ export interface GradCacheResult {
 }
 
 /**
- * `lossFn` gets the full representations of every stream plus `constants(reps)` computed outside the
- * gradient (e.g. a detached self-distillation teacher) and returns the loss and optional named parts.
+ * `lossFn` gets the full representations of every stream, `constants(reps)` computed outside the
+ * gradient (e.g. a detached self-distillation teacher) and the parameters named in `lossParams` (used by
+ * the loss itself, e.g. output heads over hidden states: their gradients come from step 2); it returns
+ * the loss and optional named parts. `encode` must not use the `lossParams`.
  */
 export function gradCacheStep(
   vars: Map<string, tf.Variable>,
   streams: Record<string, Stream>,
-  lossFn: (reps: Record<string, Reps>, constants: Record<string, tf.Tensor>) => { loss: tf.Scalar; parts?: Record<string, tf.Scalar> },
+  lossFn: (reps: Record<string, Reps>, constants: Record<string, tf.Tensor>, lossParams: Map<string, tf.Tensor>) => { loss: tf.Scalar; parts?: Record<string, tf.Scalar> },
   constants: (reps: Record<string, Reps>) => Record<string, tf.Tensor> = () => ({}),
+  lossParams: string[] = [],
 ): GradCacheResult {
   const names = Object.keys(streams);
   // 1. representations without a tape, one sub-batch at a time
@@ -53,19 +56,23 @@ export function gradCacheStep(
   // 2. loss and its gradient w.r.t. the representations
   const flatKeys = names.flatMap((s) => Object.keys(full[s]).map((k) => [s, k] as const));
   const flat = flatKeys.map(([s, k]) => full[s][k]);
+  const trainableLossParams = lossParams.filter((n) => vars.get(n)?.trainable);
   let partsOut: Record<string, tf.Scalar> = {};
-  const { value, grads: repGrads } = tf.valueAndGrads((...xs: tf.Tensor[]) => {
+  const { value, grads: allGrads } = tf.valueAndGrads((...xs: tf.Tensor[]) => {
     const reps: Record<string, Reps> = {};
     flatKeys.forEach(([s, k], j) => ((reps[s] ??= {})[k] = xs[j]));
-    const out = lossFn(reps, consts);
+    const lp = new Map<string, tf.Tensor>(lossParams.map((n) => [n, vars.get(n) as tf.Tensor]));
+    trainableLossParams.forEach((n, j) => lp.set(n, xs[flatKeys.length + j]));
+    const out = lossFn(reps, consts, lp);
     partsOut = Object.fromEntries(Object.entries(out.parts ?? {}).map(([k, v]) => [k, tf.keep(v.clone())]));
     return out.loss;
-  })(flat);
+  })([...flat, ...trainableLossParams.map((n) => vars.get(n) as tf.Tensor)]);
   tf.dispose([...flat, ...Object.values(consts)]);
+  const repGrads = allGrads.slice(0, flatKeys.length);
 
   // 3. re-encode each sub-batch with a tape and push the cached gradient slice through it
-  const grads = new Map<string, tf.Tensor>();
-  const trainable = [...vars.values()].filter((v) => v.trainable);
+  const grads = new Map<string, tf.Tensor>(trainableLossParams.map((n, j) => [n, allGrads[flatKeys.length + j]]));
+  const trainable = [...vars].filter(([n, v]) => v.trainable && !lossParams.includes(n)).map(([, v]) => v);
   const nameOf = new Map([...vars].map(([n, v]) => [v.name, n]));
   for (const s of names) {
     const keys = flatKeys.filter(([t]) => t === s).map(([, k]) => k);

@@ -1,0 +1,116 @@
+/**
+ * One micro-batch of M3 fine-tuning: encode queries and passages, the unified (or dense-only) loss, and
+ * parameter gradients. With `subBatchSize` smaller than the batch, GradCache sub-batching bounds memory
+ * by one sub-batch (src/train/gradcache.ts); otherwise one pass with the self-distillation teacher's
+ * gradient stopped in-graph. Both give the same gradients (tested).
+ */
+import * as tf from '@tensorflow/tfjs';
+import { Batch, encoderForward } from '../model/encoder';
+import { headsFromParams } from '../model/heads';
+import { HEAD_NAMES, M3Model } from '../model/m3';
+import { m3Loss, M3LossOptions, m3LossFromScores, m3Scores } from '../losses/m3-loss';
+import { selfDistillTeacher } from '../losses/self-distill';
+import { deriveSeed } from '../util/rng';
+import { gradCacheStep, Reps } from '../train/gradcache';
+
+export interface M3Batch {
+  queries: Batch;
+  passages: Batch;
+  /** Raw teacher scores [B·G] (reranker), when knowledge distillation is on. */
+  teacherScores?: Float32Array;
+}
+
+export interface M3StepOptions {
+  loss: Omit<M3LossOptions, 'selfDistillTeacher' | 'teacherScores'>;
+  /** Sub-batch size for GradCache; 0 = one pass. */
+  subBatchSize: number;
+  /** Dropout on (training) with seeds derived from this; undefined = no dropout. */
+  seed?: number;
+}
+
+export interface M3StepResult {
+  loss: tf.Scalar;
+  grads: Map<string, tf.Tensor>;
+  parts: Record<string, tf.Scalar>;
+}
+
+function sliceBatch(b: Batch, start: number, n: number): Batch {
+  return {
+    inputIds: b.inputIds.subarray(start * b.length, (start + n) * b.length),
+    attentionMask: b.attentionMask.subarray(start * b.length, (start + n) * b.length),
+    batch: n,
+    length: b.length,
+  };
+}
+
+function termsToParts(terms: Record<string, tf.Scalar | undefined>): Record<string, tf.Scalar> {
+  const out: Record<string, tf.Scalar> = {};
+  for (const [k, v] of Object.entries(terms)) if (v && k !== 'loss') out[`loss_${k}`] = v;
+  return out;
+}
+
+export function m3Step(model: M3Model, batch: M3Batch, o: M3StepOptions): M3StepResult {
+  const params = model.params as Map<string, tf.Variable>;
+  const B = batch.queries.batch;
+  const G = o.loss.groupSize;
+  const teacherScores = batch.teacherScores ? tf.tensor2d(batch.teacherScores, [B, G]) : undefined;
+  const lossOpts: M3LossOptions = { ...o.loss, teacherScores };
+  const hasHeadParams = o.loss.unified;
+  const seedFor = (stream: number, chunk: number) => (o.seed === undefined ? undefined : deriveSeed(o.seed, stream, chunk));
+  const sub = o.subBatchSize > 0 ? o.subBatchSize : Infinity;
+  const qChunks = Math.ceil(B / Math.min(sub, B));
+  const pChunks = Math.ceil(batch.passages.batch / Math.min(sub, batch.passages.batch));
+  try {
+    if (qChunks === 1 && pChunks === 1) {
+      // one pass: the teacher inside m3Loss is softmax(stopGradient(s_e))
+      let parts: Record<string, tf.Scalar> = {};
+      const trainable = [...params.values()].filter((v) => v.trainable);
+      const { value, grads } = tf.variableGrads(() => {
+        const out = m3Loss({
+          queryHidden: encoderForward(model.config, params, batch.queries, { dropoutSeed: seedFor(0, 0) }),
+          passageHidden: encoderForward(model.config, params, batch.passages, { dropoutSeed: seedFor(1, 0) }),
+          queries: batch.queries, passages: batch.passages,
+        }, hasHeadParams ? headsFromParams(params) : null, lossOpts);
+        parts = Object.fromEntries(Object.entries(termsToParts(out.terms as never)).map(([k, v]) => [k, tf.keep(v.clone())]));
+        return out.loss;
+      }, trainable);
+      return { loss: value, grads: renameGrads(params, grads), parts };
+    }
+    const chunked = (b: Batch, stream: number, n: number) => ({
+      chunks: Math.ceil(b.batch / n),
+      encode: (i: number): Reps => ({ h: encoderForward(model.config, params, sliceBatch(b, i * n, Math.min(n, b.batch - i * n)), { dropoutSeed: seedFor(stream, i) }) }),
+    });
+    const lossBatch = (reps: Record<string, Reps>) => ({
+      queryHidden: reps.q.h as tf.Tensor3D, passageHidden: reps.p.h as tf.Tensor3D, queries: batch.queries, passages: batch.passages,
+    });
+    const r = gradCacheStep(
+      params,
+      { q: chunked(batch.queries, 0, Math.min(sub, B)), p: chunked(batch.passages, 1, Math.min(sub, batch.passages.batch)) },
+      (reps, consts, lp) => {
+        const scores = m3Scores(lossBatch(reps), hasHeadParams ? headsFromParams(lp) : null, lossOpts);
+        const terms = m3LossFromScores(scores, { ...lossOpts, selfDistillTeacher: consts.teacher as tf.Tensor2D | undefined });
+        return { loss: terms.loss, parts: termsToParts(terms as never) };
+      },
+      (reps) => {
+        if (!o.loss.selfDistill) return {};
+        // the detached teacher: scores of the constant representations
+        return tf.tidy(() => {
+          const s = m3Scores(lossBatch(reps), headsFromParams(params), lossOpts);
+          return { teacher: selfDistillTeacher(s.ensemble!) };
+        });
+      },
+      hasHeadParams ? HEAD_NAMES : [],
+    );
+    return { loss: r.loss, grads: r.grads, parts: r.parts };
+  } finally {
+    teacherScores?.dispose();
+  }
+}
+
+/** variableGrads keys gradients by TF.js variable name; the framework speaks checkpoint names. */
+export function renameGrads(params: Map<string, tf.Variable>, grads: Record<string, tf.Tensor>): Map<string, tf.Tensor> {
+  const byVar = new Map([...params].map(([n, v]) => [v.name, n]));
+  const out = new Map<string, tf.Tensor>();
+  for (const [k, g] of Object.entries(grads)) out.set(byVar.get(k) ?? k, g);
+  return out;
+}

@@ -1,0 +1,25 @@
+/** The `train:` section shared by every stage config (HF TrainingArguments names where they exist). */
+import { Schema } from '../util/schema';
+import { SCHEDULES } from './schedule';
+
+export const TRAIN_SCHEMA: Schema = {
+  learning_rate: { type: 'number', default: 1e-5, min: 0, doc: 'peak learning rate' },
+  weight_decay: { type: 'number', default: 0.01, min: 0 },
+  adam_beta1: { type: 'number', default: 0.9, min: 0, max: 1 },
+  adam_beta2: { type: 'number', default: 0.999, min: 0, max: 1 },
+  adam_epsilon: { type: 'number', default: 1e-8, min: 0 },
+  max_grad_norm: { type: 'number', default: 1.0, min: 0, doc: '0 disables clipping' },
+  schedule: { type: 'enum', values: SCHEDULES, default: 'linear' },
+  warmup_ratio: { type: 'number', default: 0.1, min: 0, max: 1 },
+  warmup_steps: { type: 'int', default: 0, min: 0, doc: 'overrides warmup_ratio when > 0' },
+  max_steps: { type: 'int', default: -1, min: -1, doc: 'optimizer steps; -1 = epochs × steps per epoch' },
+  epochs: { type: 'number', default: 1, min: 0 },
+  grad_accum: { type: 'int', default: 1, min: 1, doc: 'micro-batches per optimizer step' },
+  sub_batch_size: { type: 'int', default: 0, min: 0, doc: 'GradCache sub-batch size; 0 = one pass' },
+  save_steps: { type: 'int', default: 0, min: 0, doc: 'checkpoint every N steps (and always at the end)' },
+  save_total_limit: { type: 'int', default: 2, min: 0, doc: 'checkpoints kept; 0 = all' },
+  log_steps: { type: 'int', default: 1, min: 1 },
+  seed: { type: 'int', default: 42 },
+  fix_encoder: { type: 'bool', default: false, doc: 'train only the M3 heads' },
+  fix_position_embedding: { type: 'bool', default: false, doc: 'freeze position embeddings' },
+};

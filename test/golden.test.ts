@@ -9,6 +9,8 @@ import { KindRunner, listCases } from './golden/common';
 
 const RUNNERS: Record<string, () => KindRunner> = {
   encoder: () => require('./golden/encoder').runEncoderCase,
+  m3_loss: () => require('./golden/m3_loss').runM3LossCase,
+  retromae: () => require('./golden/retromae').runRetroMAECase,
 };
 
 const cases = listCases();

@@ -1,0 +1,23 @@
+/** The training losses and score functions of M3 and RetroMAE (one loss or score per file). */
+export { colbertScores } from './colbert-score';
+export type { ColbertScoreOptions } from './colbert-score';
+export { contrastiveLoss, KD_LOSS_TYPES, teacherTargetsFromScores } from './contrastive';
+export type { KdLossType, TeacherTargets } from './contrastive';
+export { crossEntropy, crossEntropyPerRow, IGNORE_INDEX } from './cross-entropy';
+export { denseScores } from './dense-score';
+export { DEFAULT_ENSEMBLE_WEIGHTS, ensembleScores } from './ensemble-score';
+export type { HeadWeights } from './ensemble-score';
+export { infoNceLoss } from './info-nce';
+export { klDivDistillLoss } from './kd-kl-div';
+export { m3KdLoss } from './kd-m3';
+export { checkOwnGroup, checkScoreShape, groupStart, ownGroupScores, positiveColumns } from './layout';
+export type { ScoreLayout, ScoreOptions } from './layout';
+export { DEFAULT_LOSS_WEIGHTS, m3Loss, m3LossFromScores, m3Scores } from './m3-loss';
+export type { M3LossBatch, M3LossOptions, M3LossOutput, M3LossTerms, M3Scores } from './m3-loss';
+export { mlmLogits, retroMaeLoss } from './retromae';
+export type { RetroMaeBatch, RetroMaeOptions, RetroMaeOutput } from './retromae';
+export { selfDistillLoss, selfDistillTeacher } from './self-distill';
+export { softCrossEntropy } from './soft-cross-entropy';
+export { sparseScores } from './sparse-score';
+export type { SparseScoreOptions, TokenIds } from './sparse-score';
+export { stopGradient } from './stop-gradient';

@@ -1,0 +1,173 @@
+/**
+ * The BGE-M3 unified fine-tuning loss over one batch, in the code form of FlagEmbedding
+ * finetune/embedder/encoder_only/m3/modeling.py `forward` (spec §2.3, §12.1; paper arXiv 2402.03216 §3.3):
+ *   s_d, s_s, s_c  dense / sparse / ColBERT scores, each divided by τ
+ *   s_e = w_d·s_d + w_s·s_s + w_c·s_c                                    w = (1, 0.3, 1)
+ *   L   = (λ_d·L(s_d) + L(s_e) + λ_s·L(s_s) + λ_c·L(s_c)) / 4             λ = (1, 0.1, 1)
+ *   self-distillation on:  L' = (λ_d·SCE(T, s_d) + λ_s·SCE(T, s_s) + λ_c·SCE(T, s_c)) / 3,
+ *                          T = softmax(stop_gradient(s_e)),  loss = (L + L') / 2
+ *   self-distillation off: loss = L (no halving)
+ *   dense only (unified off): loss = L(s_d)
+ * L(·) is InfoNCE, or the teacher-score distillation (kl_div / m3_kd_loss) when teacher scores are given.
+ * `no_in_batch_neg` data scores each query against its own group only ([B, G], target 0), ensemble and
+ * self-distillation included (spec §12.4).
+ *
+ * The self-distillation teacher: pass `selfDistillTeacher` (e.g. computed outside the gradient function
+ * with `selfDistillTeacher(m3Scores(...).ensemble)`), or leave it out and it is computed here from the
+ * ensemble with the gradient stopped; both give the same gradients.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { colbertVectors, denseEmbedding, M3Heads, sparseTokenWeights } from '../model/heads';
+import { colbertScores } from './colbert-score';
+import { contrastiveLoss, KdLossType, teacherTargetsFromScores, TeacherTargets } from './contrastive';
+import { denseScores } from './dense-score';
+import { DEFAULT_ENSEMBLE_WEIGHTS, ensembleScores, HeadWeights } from './ensemble-score';
+import { ScoreLayout } from './layout';
+import { selfDistillLoss, selfDistillTeacher } from './self-distill';
+import { sparseScores, TokenIds } from './sparse-score';
+
+export const DEFAULT_LOSS_WEIGHTS: Readonly<HeadWeights> = Object.freeze({ dense: 1, sparse: 0.1, colbert: 1 });
+
+/** The encoder outputs of one batch: B queries and B·G passages (grouped by query, positive first). */
+export interface M3LossBatch {
+  /** last_hidden_state of the queries, [B, Lq, d] */
+  queryHidden: tf.Tensor3D;
+  /** last_hidden_state of the passages, [B·G, Lp, d] */
+  passageHidden: tf.Tensor3D;
+  /** The queries' token ids and attention mask (host). */
+  queries: Required<TokenIds>;
+  /** The passages' token ids and attention mask (host). */
+  passages: Required<TokenIds>;
+}
+
+export interface M3LossOptions {
+  /** τ (training default 0.02). */
+  temperature: number;
+  /** G = train_group_size. */
+  groupSize: number;
+  /** Dense, sparse and ColBERT heads with the ensemble (true), or the dense InfoNCE alone (false). */
+  unified: boolean;
+  /** false for `no_in_batch_neg` datasets (own group only). Default true. */
+  inBatchNegatives?: boolean;
+  /** The self-distillation term is active for this batch (requires `unified`). */
+  selfDistill?: boolean;
+  /** A precomputed, detached self-distillation teacher softmax(s_e), [B, B·G] or [B, G]. */
+  selfDistillTeacher?: tf.Tensor2D;
+  /** Raw teacher (reranker) scores [B, G]; their softmax replaces InfoNCE by `kdLossType` in every term. */
+  teacherScores?: tf.Tensor2D;
+  /** Default 'kl_div'. */
+  kdLossType?: KdLossType;
+  /** Ids zeroed in the sparse vectors (CLS, EOS, PAD, UNK). Required when `unified`. */
+  specialTokenIds?: Iterable<number>;
+  /** Default (1, 0.3, 1). */
+  ensembleWeights?: HeadWeights;
+  /** Default (1, 0.1, 1). */
+  lossWeights?: HeadWeights;
+  /** Bound on one ColBERT similarity chunk, in floats. */
+  colbertChunkElements?: number;
+}
+
+/** Score matrices, all divided by τ: [B, B·G] with in-batch negatives, [B, G] own-group. */
+export interface M3Scores {
+  dense: tf.Tensor2D;
+  sparse?: tf.Tensor2D;
+  colbert?: tf.Tensor2D;
+  ensemble?: tf.Tensor2D;
+}
+
+export interface M3LossTerms {
+  /** The final loss to minimise. */
+  loss: tf.Scalar;
+  dense: tf.Scalar;
+  sparse?: tf.Scalar;
+  colbert?: tf.Scalar;
+  ensemble?: tf.Scalar;
+  /** (λ_d·L_d + L_e + λ_s·L_s + λ_c·L_c) / 4, unified only. */
+  contrastive?: tf.Scalar;
+  /** L', when self-distillation is on. */
+  selfDistill?: tf.Scalar;
+}
+
+export interface M3LossOutput {
+  loss: tf.Scalar;
+  terms: M3LossTerms;
+  scores: M3Scores;
+}
+
+/** tf.tidy for result objects typed as interfaces (tidy's signature wants an index-signature container). */
+function tidyObject<T>(fn: () => T): T {
+  return tf.tidy(fn as () => tf.TensorContainer) as T;
+}
+
+function layoutOf(o: M3LossOptions): ScoreLayout {
+  if (!Number.isInteger(o.groupSize) || o.groupSize < 1) throw new Error(`groupSize must be a positive integer, got ${o.groupSize}`);
+  return { groupSize: o.groupSize, inBatchNegatives: o.inBatchNegatives ?? true };
+}
+
+/** The score matrices of a batch (what the loss sees); `unified` adds sparse, ColBERT and the ensemble. */
+export function m3Scores(batch: M3LossBatch, heads: M3Heads | null, o: M3LossOptions): M3Scores {
+  const layout = layoutOf(o);
+  const { queryHidden: qh, passageHidden: ph, queries, passages } = batch;
+  if (qh.shape[0] !== queries.batch || ph.shape[0] !== passages.batch) throw new Error('m3Scores: hidden states and token batches differ in size');
+  if (passages.batch !== queries.batch * layout.groupSize) {
+    throw new Error(`m3Scores: ${passages.batch} passages for ${queries.batch} queries with group size ${layout.groupSize}`);
+  }
+  const scoreOpts = { temperature: o.temperature, ownGroupSize: layout.inBatchNegatives ? undefined : layout.groupSize };
+  return tidyObject(() => {
+    const dense = denseScores(denseEmbedding(qh), denseEmbedding(ph), scoreOpts);
+    if (!o.unified) return { dense };
+    if (!heads) throw new Error('m3Scores: unified scoring needs the sparse and ColBERT heads');
+    if (!o.specialTokenIds) throw new Error('m3Scores: unified scoring needs specialTokenIds');
+    const qMask = tf.tensor2d(queries.attentionMask, [queries.batch, queries.length], 'int32');
+    const pMask = tf.tensor2d(passages.attentionMask, [passages.batch, passages.length], 'int32');
+    const sparse = sparseScores(
+      sparseTokenWeights(qh, heads.sparseWeight, heads.sparseBias, qMask), queries,
+      sparseTokenWeights(ph, heads.sparseWeight, heads.sparseBias, pMask), passages,
+      { ...scoreOpts, specialTokenIds: o.specialTokenIds },
+    );
+    const colbert = colbertScores(
+      colbertVectors(qh, qMask, heads.colbertWeight, heads.colbertBias),
+      colbertVectors(ph, pMask, heads.colbertWeight, heads.colbertBias),
+      qMask, { ...scoreOpts, maxChunkElements: o.colbertChunkElements },
+    );
+    const ensemble = ensembleScores(dense, sparse, colbert, o.ensembleWeights ?? DEFAULT_ENSEMBLE_WEIGHTS);
+    return { dense, sparse, colbert, ensemble };
+  });
+}
+
+/** The loss terms from score matrices (scores as m3Scores returns them). */
+export function m3LossFromScores(scores: M3Scores, o: M3LossOptions): M3LossTerms {
+  const layout = layoutOf(o);
+  if (o.selfDistill && !o.unified) throw new Error('self-distillation needs unified fine-tuning (the ensemble is its teacher)');
+  return tidyObject(() => {
+    const teacher: TeacherTargets | undefined = o.teacherScores
+      ? { targets: teacherTargetsFromScores(o.teacherScores), type: o.kdLossType ?? 'kl_div' }
+      : undefined;
+    const dense = contrastiveLoss(scores.dense, layout, teacher);
+    if (!o.unified) return { loss: dense, dense };
+    const { sparse: s, colbert: c, ensemble: e } = scores;
+    if (!s || !c || !e) throw new Error('m3LossFromScores: unified loss needs sparse, ColBERT and ensemble scores');
+    const w = o.lossWeights ?? DEFAULT_LOSS_WEIGHTS;
+    const sparse = contrastiveLoss(s, layout, teacher);
+    const colbert = contrastiveLoss(c, layout, teacher);
+    const ensemble = contrastiveLoss(e, layout, teacher);
+    const contrastive = tf.div(tf.addN([tf.mul(dense, w.dense), ensemble, tf.mul(sparse, w.sparse), tf.mul(colbert, w.colbert)]), 4) as tf.Scalar;
+    const terms: M3LossTerms = { loss: contrastive, dense, sparse, colbert, ensemble, contrastive };
+    if (o.selfDistill) {
+      const t = o.selfDistillTeacher ?? selfDistillTeacher(e);
+      if (t.shape[0] !== e.shape[0] || t.shape[1] !== e.shape[1]) throw new Error(`selfDistillTeacher [${t.shape}] does not match the scores [${e.shape}]`);
+      terms.selfDistill = selfDistillLoss({ dense: scores.dense, sparse: s, colbert: c }, t, w);
+      terms.loss = tf.div(tf.add(contrastive, terms.selfDistill), 2) as tf.Scalar;
+    }
+    return terms;
+  });
+}
+
+/** Scores and loss terms of one batch from the encoder outputs and the heads. */
+export function m3Loss(batch: M3LossBatch, heads: M3Heads | null, o: M3LossOptions): M3LossOutput {
+  return tidyObject(() => {
+    const scores = m3Scores(batch, heads, o);
+    const terms = m3LossFromScores(scores, o);
+    return { loss: terms.loss, terms, scores };
+  });
+}

@@ -11,6 +11,7 @@ const RUNNERS: Record<string, () => KindRunner> = {
   encoder: () => require('./golden/encoder').runEncoderCase,
   m3_loss: () => require('./golden/m3_loss').runM3LossCase,
   retromae: () => require('./golden/retromae').runRetroMAECase,
+  train_step: () => require('./golden/train_step').runTrainStepCase,
 };
 
 const cases = listCases();

@@ -1,0 +1,79 @@
+/** `m3 eval`: retrieval quality of a model on a BEIR folder, per mode (dense, sparse, colbert, hybrids). */
+import * as path from 'path';
+import type { CommandModule } from 'yargs';
+import { check } from '../../util/errors';
+import { writeFileAtomic } from '../../util/fsx';
+import { hasHeads, loadModel } from '../../model/m3';
+import { DEFAULT_MAX_LENGTH, DEFAULT_TOP_K, formatResultsTable, parseModes, retrieveBeir, scoreRuns } from '../../eval/beir';
+import { EVAL_MODES, EvalMode } from '../../eval/search';
+import { formatRunTrec } from '../../eval/trec';
+import { CommonArgs, handler } from '../run';
+
+interface EvalArgs extends CommonArgs {
+  model: string;
+  tokenizer?: string;
+  data: string;
+  split: string;
+  modes?: string;
+  weights: string;
+  maxLength: number;
+  queryMaxLength?: number;
+  topK: number;
+  batchSize: number;
+  maxQueries?: number;
+  runFile?: string;
+  json?: string;
+}
+
+/** The run file of one mode: FILE itself for a single mode, else FILE with ".<mode>" before its extension. */
+export function runFileFor(file: string, mode: EvalMode, modeCount: number): string {
+  if (modeCount === 1) return file;
+  const ext = path.extname(file);
+  return ext ? `${file.slice(0, -ext.length)}.${mode}${ext}` : `${file}.${mode}`;
+}
+
+export function parseWeights(spec: string): [number, number, number] {
+  const w = spec.split(',').map((s) => Number(s.trim()));
+  check(w.length === 3 && w.every((x) => Number.isFinite(x)), `--weights must be three comma-separated numbers (dense,sparse,colbert), got '${spec}'`);
+  return w as [number, number, number];
+}
+
+export const evalCommand: CommandModule<object, EvalArgs> = {
+  command: 'eval',
+  describe: 'Evaluate retrieval (nDCG@10, Recall@100, MRR@10 as trec_eval computes them) on a BEIR folder',
+  builder: (y) => y
+    .option('model', { type: 'string', demandOption: true, describe: 'model dir (HF / FlagEmbedding / m3 layout)' })
+    .option('tokenizer', { type: 'string', describe: 'tokenizer dir (default: the model dir)' })
+    .option('data', { type: 'string', demandOption: true, describe: 'BEIR folder: corpus.jsonl[.gz], queries.jsonl, qrels/<split>.tsv' })
+    .option('split', { type: 'string', default: 'dev', describe: 'qrels/<split>.tsv to evaluate' })
+    .option('modes', { type: 'string', describe: `comma list of ${EVAL_MODES.join(',')} (default: all five when the model has M3 heads, else dense)` })
+    .option('weights', { type: 'string', default: '1,0.3,1', describe: 'dense,sparse,colbert weights of the hybrid modes' })
+    .option('max-length', { type: 'number', default: DEFAULT_MAX_LENGTH, describe: 'document truncation in tokens (capped by the model)' })
+    .option('query-max-length', { type: 'number', describe: 'query truncation in tokens (default: --max-length)' })
+    .option('top-k', { type: 'number', default: DEFAULT_TOP_K, describe: 'documents per query in each run, and the depth of each retriever that hybrids combine' })
+    .option('batch-size', { type: 'number', default: 32 })
+    .option('max-queries', { type: 'number', describe: 'evaluate only the first N judged queries (qrels order)' })
+    .option('run-file', { type: 'string', describe: 'write TREC runs (full-precision scores, tag m3-<mode>); with several modes one file per mode, named FILE with .<mode> before the extension' })
+    .option('json', { type: 'string', describe: 'write {"<mode>": {"ndcg@10", "recall@100", "mrr@10"}} to this file' })
+    .example('$0 eval --model ./bge-m3 --data ./nfcorpus --split dev', 'all modes; a table on stdout')
+    .example('$0 eval --model ./m --data ./nfcorpus --modes dense,all --weights 1,0.3,1 --json metrics.json', 'dense and the three-way hybrid')
+    .example('$0 eval --model ./m --data ./nfcorpus --modes dense,sparse --run-file runs/nf.trec', 'writes runs/nf.dense.trec and runs/nf.sparse.trec')
+    .example('$0 eval --model ./m --data ./nfcorpus --max-queries 50 --max-length 128', 'a quick look') as never,
+  handler: handler<EvalArgs>(async (args) => {
+    const weights = parseWeights(args.weights);
+    const model = loadModel(args.model, { tokenizer: args.tokenizer, requireTokenizer: true });
+    const modes = args.modes !== undefined ? parseModes(args.modes) : hasHeads(model) ? [...EVAL_MODES] : (['dense'] as EvalMode[]);
+    const { dataset, runs, seconds } = await retrieveBeir(model, path.resolve(args.data), {
+      split: args.split, modes, weights, maxLength: args.maxLength, queryMaxLength: args.queryMaxLength, topK: args.topK,
+      batchSize: args.batchSize, maxQueries: args.maxQueries,
+    });
+    const results = scoreRuns(dataset, runs);
+    process.stderr.write(`${args.data} (${args.split}): ${dataset.queryIds.length} queries, ${dataset.corpus.ids.length} documents; ` +
+      `encoding ${(seconds.encodeQueries + seconds.encodeCorpus).toFixed(1)} s, search ${seconds.search.toFixed(2)} s\n`);
+    if (args.runFile) {
+      for (const mode of modes) writeFileAtomic(path.resolve(runFileFor(args.runFile, mode, modes.length)), formatRunTrec(runs[mode]!, `m3-${mode}`));
+    }
+    if (args.json) writeFileAtomic(path.resolve(args.json), JSON.stringify(results, null, 2) + '\n');
+    process.stdout.write(formatResultsTable(results));
+  }, { backend: true }),
+};

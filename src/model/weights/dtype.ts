@@ -68,3 +68,67 @@ export function decodeTensor(bytes: Uint8Array, dtype: StoredDType, shape: numbe
     case 'BOOL': return { dtype: 'int32', shape, data: Int32Array.from(bytes.subarray(0, n)) };
   }
 }
+
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+
+/** float32 → IEEE half bits, rounding to nearest even; overflow → ±Inf, NaN stays NaN. */
+export function floatToHalf(v: number): number {
+  f32[0] = v;
+  const x = u32[0];
+  const sign = (x >>> 16) & 0x8000;
+  const exp = (x >>> 23) & 0xff;
+  let mant = x & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
+  const e = exp - 127 + 15;
+  if (e >= 0x1f) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    mant |= 0x800000;
+    const shift = 14 - e;
+    let h = mant >>> shift;
+    const rem = mant & ((1 << shift) - 1);
+    const halfway = 1 << (shift - 1);
+    if (rem > halfway || (rem === halfway && (h & 1))) h++;
+    return sign | h;
+  }
+  let h = (e << 10) | (mant >>> 13);
+  const rem = mant & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && (h & 1))) h++;
+  return sign | h;
+}
+
+/** float32 → bfloat16 bits, rounding to nearest even; NaN stays NaN. */
+export function floatToBFloat16(v: number): number {
+  f32[0] = v;
+  const x = u32[0];
+  if ((x & 0x7f800000) === 0x7f800000 && (x & 0x7fffff)) return (x >>> 16) | 0x40;
+  return (Math.floor((x + 0x7fff + ((x >>> 16) & 1)) / 0x10000)) & 0xffff;
+}
+
+/** The stored dtypes a host tensor can be written as: F32/F16/BF16 from float32, I32/I64 from int32. */
+export type WritableDType = 'F32' | 'F16' | 'BF16' | 'I32' | 'I64';
+
+/** Encodes a host tensor as little-endian bytes of `dtype` (F32/I32 are views of the tensor's own memory). */
+export function encodeTensor(t: HostTensor, dtype: WritableDType): Uint8Array {
+  const d = t.data;
+  const isFloat = dtype === 'F32' || dtype === 'F16' || dtype === 'BF16';
+  if (isFloat !== (t.dtype === 'float32')) throw new Error(`cannot write a ${t.dtype} tensor as ${dtype}`);
+  switch (dtype) {
+    case 'F32':
+    case 'I32':
+      return new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
+    case 'F16':
+    case 'BF16': {
+      const out = new Uint16Array(d.length);
+      const conv = dtype === 'F16' ? floatToHalf : floatToBFloat16;
+      for (let i = 0; i < d.length; i++) out[i] = conv(d[i]);
+      return new Uint8Array(out.buffer);
+    }
+    case 'I64': {
+      const out = new BigInt64Array(d.length);
+      for (let i = 0; i < d.length; i++) out[i] = BigInt(d[i]);
+      return new Uint8Array(out.buffer);
+    }
+  }
+}

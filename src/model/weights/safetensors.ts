@@ -2,12 +2,12 @@
  * safetensors: an 8-byte little-endian header length, a JSON header {name: {dtype, shape, data_offsets}},
  * then the raw data. Files are untrusted: the header length, every offset and shape are checked before any
  * allocation, and tensors are read through a file handle (never the whole file), so a 2 GB checkpoint
- * loads tensor by tensor.
+ * loads tensor by tensor. Writers stream tensor by tensor too, as F32 (default), F16 or BF16.
  */
 import * as fs from 'fs';
 import { UserError } from '../../util/errors';
-import { writeFileAtomic } from '../../util/fsx';
-import { BYTES_PER_ELEMENT, decodeTensor, isStoredDType, StoredDType } from './dtype';
+import { BYTES_PER_ELEMENT, decodeTensor, encodeTensor, isStoredDType, StoredDType, WritableDType } from './dtype';
+import { openForRead, readAt, writeAll, writeFileStreamAtomic } from './fileio';
 import { HostTensor, TensorMap } from './types';
 
 const MAX_HEADER_BYTES = 100 * 1024 * 1024; // the reference implementation's own limit
@@ -16,22 +16,13 @@ interface Entry { name: string; dtype: StoredDType; shape: number[]; begin: numb
 
 /** Parses and validates the header; returns entries sorted by offset and the data section's start. */
 export function readSafetensorsHeader(file: string): { entries: Entry[]; dataStart: number; metadata: Record<string, string> } {
-  let fd: number;
+  const { fd, size } = openForRead(file);
   try {
-    fd = fs.openSync(file, 'r');
-  } catch (e) {
-    throw new UserError(`${file}: cannot open (${(e as NodeJS.ErrnoException).code})`);
-  }
-  try {
-    const size = fs.fstatSync(fd).size;
     if (size < 8) throw new UserError(`${file}: not a safetensors file (${size} bytes, shorter than the 8-byte header length)`);
-    const lenBuf = Buffer.alloc(8);
-    fs.readSync(fd, lenBuf, 0, 8, 0);
-    const len = lenBuf.readBigInt64LE(0);
+    const len = readAt(fd, 0, 8, file).readBigInt64LE(0);
     if (len < 0n || len > BigInt(MAX_HEADER_BYTES)) throw new UserError(`${file}: safetensors header length ${len} is out of range (0..${MAX_HEADER_BYTES})`);
     if (Number(len) > size - 8) throw new UserError(`${file}: truncated: header length ${len} exceeds the file size ${size}`);
-    const headerBuf = Buffer.alloc(Number(len));
-    fs.readSync(fd, headerBuf, 0, headerBuf.length, 8);
+    const headerBuf = readAt(fd, 8, Number(len), file);
     let header: Record<string, unknown>;
     try {
       header = JSON.parse(headerBuf.toString('utf8'));
@@ -74,13 +65,11 @@ export function readSafetensorsHeader(file: string): { entries: Entry[]; dataSta
 export function readSafetensors(file: string, want: (name: string) => boolean = () => true): TensorMap {
   const { entries, dataStart } = readSafetensorsHeader(file);
   const out: TensorMap = new Map();
-  const fd = fs.openSync(file, 'r');
+  const { fd } = openForRead(file);
   try {
     for (const e of entries) {
       if (!want(e.name)) continue;
-      const buf = Buffer.alloc(e.end - e.begin);
-      const got = fs.readSync(fd, buf, 0, buf.length, dataStart + e.begin);
-      if (got !== buf.length) throw new UserError(`${file}: tensor '${e.name}' is truncated`);
+      const buf = readAt(fd, dataStart + e.begin, e.end - e.begin, `${file}: tensor '${e.name}'`);
       out.set(e.name, decodeTensor(buf, e.dtype, e.shape, `${file}: tensor '${e.name}'`));
     }
   } finally {
@@ -89,33 +78,52 @@ export function readSafetensors(file: string, want: (name: string) => boolean = 
   return out;
 }
 
-/** Serialises tensors (float32 → F32, int32 → I32) in name order, as the reference writer does. */
-export function encodeSafetensors(tensors: TensorMap, metadata: Record<string, string> = { format: 'pt' }): Buffer {
+export interface SafetensorsWriteOptions {
+  /** `__metadata__` (default {format: 'pt'}, which transformers expects). */
+  metadata?: Record<string, string>;
+  /** Stored type of float32 tensors (default F32); int32 tensors are written as I32. */
+  floatDtype?: 'F32' | 'F16' | 'BF16';
+}
+
+/** The header (length prefix + padded JSON) and the tensors in data order (sorted by name). */
+function layout(tensors: TensorMap, o: SafetensorsWriteOptions): { head: Buffer; parts: { t: HostTensor; dtype: WritableDType }[] } {
   const names = [...tensors.keys()].sort();
   const header: Record<string, unknown> = {};
+  const parts: { t: HostTensor; dtype: WritableDType }[] = [];
   let off = 0;
   for (const name of names) {
     const t = tensors.get(name) as HostTensor;
-    const bytes = t.data.byteLength;
-    header[name] = { dtype: t.dtype === 'float32' ? 'F32' : 'I32', shape: t.shape, data_offsets: [off, off + bytes] };
+    const n = t.shape.reduce((a, b) => a * b, 1);
+    if (t.data.length !== n) throw new Error(`tensor '${name}': ${t.data.length} values for shape [${t.shape}]`);
+    const dtype: WritableDType = t.dtype === 'float32' ? o.floatDtype ?? 'F32' : 'I32';
+    const bytes = n * BYTES_PER_ELEMENT[dtype];
+    header[name] = { dtype, shape: t.shape, data_offsets: [off, off + bytes] };
+    parts.push({ t, dtype });
     off += bytes;
   }
-  header.__metadata__ = metadata;
+  header.__metadata__ = o.metadata ?? { format: 'pt' };
   let json = Buffer.from(JSON.stringify(header), 'utf8');
-  const pad = (8 - (json.length % 8)) % 8;
-  json = Buffer.concat([json, Buffer.alloc(pad, 0x20)]);
-  const out = Buffer.alloc(8 + json.length + off);
-  out.writeBigUInt64LE(BigInt(json.length), 0);
-  json.copy(out, 8);
-  let p = 8 + json.length;
-  for (const name of names) {
-    const t = tensors.get(name) as HostTensor;
-    Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength).copy(out, p);
-    p += t.data.byteLength;
-  }
-  return out;
+  json = Buffer.concat([json, Buffer.alloc((8 - (json.length % 8)) % 8, 0x20)]);
+  const head = Buffer.alloc(8 + json.length);
+  head.writeBigUInt64LE(BigInt(json.length), 0);
+  json.copy(head, 8);
+  return { head, parts };
 }
 
-export function writeSafetensors(file: string, tensors: TensorMap, metadata?: Record<string, string>): void {
-  writeFileAtomic(file, encodeSafetensors(tensors, metadata));
+/** Serialises tensors in memory (float32 → F32 unless asked otherwise, int32 → I32), in name order. */
+export function encodeSafetensors(tensors: TensorMap, metadata: Record<string, string> = { format: 'pt' }, floatDtype?: 'F32' | 'F16' | 'BF16'): Buffer {
+  const { head, parts } = layout(tensors, { metadata, floatDtype });
+  return Buffer.concat([head, ...parts.map((p) => encodeTensor(p.t, p.dtype))]);
+}
+
+/** Streams a safetensors file to an open descriptor, one tensor at a time (no whole-file buffer). */
+export function writeSafetensorsFd(fd: number, tensors: TensorMap, o: SafetensorsWriteOptions = {}): void {
+  const { head, parts } = layout(tensors, o);
+  writeAll(fd, head);
+  for (const p of parts) writeAll(fd, encodeTensor(p.t, p.dtype));
+}
+
+/** Writes a safetensors file atomically (temp file + rename), streaming tensor by tensor. */
+export function writeSafetensors(file: string, tensors: TensorMap, o: SafetensorsWriteOptions = {}): void {
+  writeFileStreamAtomic(file, (fd) => writeSafetensorsFd(fd, tensors, o));
 }

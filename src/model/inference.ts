@@ -33,10 +33,15 @@ export interface EncodeOptions {
 
 export const MCLS_STRIDE = 256;
 
-/** Special-token ids to drop from lexical weights: the tokenizer's, or the config's family defaults. */
-function specialIds(m: M3Model): Set<number> {
+/**
+ * Special-token ids to drop from lexical weights: the tokenizer's; without a tokenizer, the ids config.json
+ * names plus each framed sequence's own first (CLS) and last (SEP) id.
+ */
+function specialIdsFor(m: M3Model, seq: number[]): Set<number> {
   if (m.tokenizer) return new Set(m.tokenizer.specialIds);
-  return new Set(m.config.family === 'bert' ? [0, 100, 101, 102, 103] : [0, 1, 2, 3]);
+  const keys = ['pad_token_id', 'bos_token_id', 'eos_token_id', 'cls_token_id', 'sep_token_id', 'unk_token_id'];
+  const ids = keys.map((k) => m.config.raw[k]).filter((v): v is number => Number.isInteger(v));
+  return new Set([...ids, seq[0], seq[seq.length - 1]]);
 }
 
 function clsId(m: M3Model, seq: number[]): number {
@@ -82,7 +87,6 @@ export async function encodeIds(m: M3Model, sequences: number[][], opts: EncodeO
   }
   const limit = Math.min(opts.maxLength ?? Infinity, maxInputLength(m.config));
   const batchSize = opts.batchSize ?? 32;
-  const special = specialIds(m);
   const prepared = sequences.map((seq, i) => {
     if (seq.length === 0) throw new UserError(`input ${i + 1}: empty token sequence`);
     for (const id of seq) {
@@ -117,7 +121,7 @@ export async function encodeIds(m: M3Model, sequences: number[][], opts: EncodeO
         const dim = dv.length / b.batch;
         e.dense = (dv as Float32Array).slice(row * dim, (row + 1) * dim);
       }
-      if (wv) e.sparse = lexicalWeights(seqs[row], (wv as Float32Array).subarray(row * b.length, row * b.length + n), special);
+      if (wv) e.sparse = lexicalWeights(seqs[row], (wv as Float32Array).subarray(row * b.length, row * b.length + n), specialIdsFor(m, seqs[row]));
       if (cv) {
         const dim = cv.length / (b.batch * (b.length - 1));
         const cls = new Set(prepared[orig].clsPositions);

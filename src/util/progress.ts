@@ -8,6 +8,7 @@ export class Progress {
   private last = 0;
   private current = 0;
   private extra = '';
+  private drawn = false;
   private readonly tty: boolean;
   private readonly quiet: boolean;
 
@@ -21,7 +22,8 @@ export class Progress {
     this.current = done;
     if (extra !== undefined) this.extra = extra;
     const now = Date.now();
-    if (this.quiet || (now - this.last < (this.tty ? 100 : 10000) && done < this.total)) return;
+    // nothing for work that ends within a second; then at most 10 redraws/s (a TTY) or a line per 10 s
+    if (this.quiet || now - this.start < 1000 || now - this.last < (this.tty ? 100 : 10000)) return;
     this.last = now;
     this.draw(now);
   }
@@ -32,12 +34,13 @@ export class Progress {
 
   done(extra?: string): void {
     if (extra !== undefined) this.extra = extra;
-    if (this.quiet) return;
+    if (this.quiet || !this.drawn) return;
     this.draw(Date.now());
     if (this.tty) process.stderr.write('\n');
   }
 
   private draw(now: number): void {
+    this.drawn = true;
     const secs = Math.max((now - this.start) / 1000, 1e-3);
     const rate = this.current / secs;
     const frac = this.total > 0 ? Math.min(this.current / this.total, 1) : 0;

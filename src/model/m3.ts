@@ -46,7 +46,7 @@ export function loadModel(dir: string, opts: LoadOptions = {}): M3Model {
   for (const [name, t] of w.encoder) params.set(name, tf.variable(toTensor(t), !name.startsWith('pooler.')));
   const heads = [...w.heads.keys()];
   if (heads.length > 0 && heads.length < HEAD_NAMES.length) {
-    throw new UserError(`${dir}: incomplete M3 heads (found ${heads.join(', ')}; need colbert_linear.pt and sparse_linear.pt)`);
+    throw new UserError(`${dir}: incomplete M3 heads (found ${heads.join(', ')}; need both colbert_linear and sparse_linear, as .pt or .safetensors)`);
   }
   for (const [name, t] of w.heads) params.set(name, tf.variable(toTensor(t), true));
   checkShapes(config, params, dir);

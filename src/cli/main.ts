@@ -20,9 +20,9 @@ export function cli(argv: string[]) {
     .demandCommand(1, 'name a command (see --help)')
     .strict()
     .recommendCommands()
-    .fail((msg, err, y) => {
+    .fail((msg, err) => {
       if (err) throw err;
-      process.stderr.write(`m3: error: ${msg}\n(run "${y.$0} --help" for usage)\n`);
+      process.stderr.write(`m3: error: ${msg}\n(run "m3 --help" for usage)\n`);
       process.exit(2);
     })
     .help()

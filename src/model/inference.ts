@@ -101,7 +101,8 @@ export async function encodeIds(m: M3Model, sequences: number[][], opts: EncodeO
     const idx = order.slice(start, start + batchSize);
     const seqs = idx.map((i) => prepared[i].ids);
     const b = toBatch(seqs, m.config.padTokenId);
-    const { dense, weights, colbert } = tf.tidy(() => {
+    type Outs = { dense: tf.Tensor | null; weights: tf.Tensor | null; colbert: tf.Tensor | null };
+    const { dense, weights, colbert } = tf.tidy((() => {
       const h = encoderForward(m.config, m.params, b);
       const mask = tf.tensor2d(b.attentionMask, [b.batch, b.length], 'int32');
       let d: tf.Tensor | null = null;
@@ -111,7 +112,7 @@ export async function encodeIds(m: M3Model, sequences: number[][], opts: EncodeO
       const w = outputs.includes('sparse') ? sparseTokenWeights(h, m.params.get('sparse_linear.weight')!, m.params.get('sparse_linear.bias')!, mask) : null;
       const c = outputs.includes('colbert') ? colbertVectors(h, mask, m.params.get('colbert_linear.weight')!, m.params.get('colbert_linear.bias')!) : null;
       return { dense: d, weights: w, colbert: c };
-    });
+    }) as () => tf.TensorContainer) as unknown as Outs;
     const [dv, wv, cv] = await Promise.all([dense?.data(), weights?.data(), colbert?.data()]);
     tf.dispose([dense, weights, colbert].filter((t): t is tf.Tensor => t !== null));
     idx.forEach((orig, row) => {

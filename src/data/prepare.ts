@@ -1,0 +1,415 @@
+/**
+ * `m3 data prepare`: JSONL → tokenized Arrow, split by length bucket, plus manifest.json. Everything is
+ * written into a temp dir beside the output and renamed into place, so a failure (bad input, full disk)
+ * leaves nothing behind. Inputs are streamed: memory does not grow with the input size.
+ */
+import { createHash } from 'crypto';
+import * as fs from 'fs';
+import * as path from 'path';
+import { loadTokenizer, Tokenizer } from '../model/tokenizer';
+import { check, UserError } from '../util/errors';
+import { writeDirAtomic, writeFileAtomic } from '../util/fsx';
+import { Progress } from '../util/progress';
+import { ArrowFileWriter, ChunkBuilder, openArrowWriter, pairChunkBuilder, PairRow, pretrainChunkBuilder } from './arrow';
+import { digestFile, discoverInputs, InputGroup, readLines, stem } from './lines';
+import {
+  ArrowFileEntry, bucketOf, DatasetEntry, FORMAT_NAME, FORMAT_VERSION, Manifest, MANIFEST_FILE, PrepareSettings, readManifest, SourceEntry,
+} from './manifest';
+import { DataFormat, DATA_FORMATS, describeInvalid, InvalidReason, isInvalidRecord, PairRecord, parseRecord, TextRecord } from './records';
+
+export interface PrepareOptions {
+  format: DataFormat;
+  /** finetune / pairs (FlagEmbedding defaults 32 / 128). */
+  queryMaxLen?: number;
+  passageMaxLen?: number;
+  /** pretrain block length, special tokens included (default 512). */
+  maxLen?: number;
+  /** Skip invalid rows (and empty files), counting them by reason, instead of stopping at the first. */
+  skipInvalid?: boolean;
+  /** Within a directory input, files with fewer rows are merged into one dataset (spec §5; 0 = off). */
+  smallThreshold?: number;
+  /** A merged dataset with fewer rows is dropped. */
+  dropThreshold?: number;
+  /** Keep positive texts (needed for shuffle_ratio augmentation). Default true. */
+  keepText?: boolean;
+  /**
+   * Instruction put before queries (BGE-M3 uses none). Rows' `prompt` fields replace it, and are only used
+   * when it is set ("" = use the prompts, no default), as in FlagEmbedding.
+   */
+  queryInstruction?: string | null;
+  /** How instruction and query are joined; "{}{}" = plain concatenation. */
+  queryInstructionFormat?: string;
+  /** Draw a progress bar on stderr (default true; see util/progress for when it is drawn). */
+  progress?: boolean;
+  /** Token ids per Arrow record batch (default 256Ki ≈ 1 MiB): the unit a reader loads and seeks to. */
+  chunkIds?: number;
+}
+
+/** Rows flush to a new record batch at this many token ids (~1 MiB) or rows. */
+const CHUNK_IDS = 256 * 1024;
+const CHUNK_ROWS = 8192;
+
+function resolveLengths(opts: PrepareOptions): Manifest['maxLengths'] {
+  check(DATA_FORMATS.includes(opts.format), `--format must be one of ${DATA_FORMATS.join(', ')}, got '${opts.format}'`);
+  const want = (v: number | undefined, d: number, flag: string, min: number) => {
+    const x = v ?? d;
+    check(Number.isInteger(x) && x >= min, `${flag} must be an integer ≥ ${min}, got ${x}`);
+    return x;
+  };
+  if (opts.format === 'pretrain') return { max: want(opts.maxLen, 512, '--max-len', 3) };
+  return { query: want(opts.queryMaxLen, 32, '--query-max-len', 3), passage: want(opts.passageMaxLen, 128, '--passage-max-len', 3) };
+}
+
+function resolveSettings(opts: PrepareOptions): PrepareSettings {
+  const s: PrepareSettings = {
+    smallThreshold: opts.smallThreshold ?? 0,
+    dropThreshold: opts.dropThreshold ?? 0,
+    keepText: opts.keepText ?? true,
+    queryInstruction: opts.queryInstruction ?? null,
+    queryInstructionFormat: opts.queryInstructionFormat ?? '{}{}',
+  };
+  check(Number.isInteger(s.smallThreshold) && s.smallThreshold >= 0, `--small-threshold must be an integer ≥ 0, got ${s.smallThreshold}`);
+  check(Number.isInteger(s.dropThreshold) && s.dropThreshold >= 0, `--drop-threshold must be an integer ≥ 0, got ${s.dropThreshold}`);
+  check((s.queryInstructionFormat.match(/\{\}/g) ?? []).length === 2, `--query-instruction-format needs two {} (instruction, query), got '${s.queryInstructionFormat}'`);
+  return s;
+}
+
+/**
+ * encode(text, maxLength) without tokenizing all of a long text: a prefix cut at a space is tokenized
+ * first, and kept when it already yields more tokens than fit. Pre-tokenizers split at spaces, so the
+ * tokens before the cut are the ones the whole text gives; otherwise the whole text is tokenized.
+ */
+export function encodeTruncated(tok: Tokenizer, text: string, maxLength: number): number[] {
+  const nSpecial = (tok.clsId >= 0 ? 1 : 0) + (tok.sepId >= 0 ? 1 : 0);
+  const budget = maxLength - nSpecial;
+  let chars = budget * 5 + 32;
+  while (text.length > chars) {
+    const cut = text.lastIndexOf(' ', chars);
+    if (cut <= 0) break;
+    const ids = tok.tokenize(text.slice(0, cut));
+    if (ids.length > budget) {
+      const out = ids.slice(0, budget);
+      if (tok.clsId >= 0) out.unshift(tok.clsId);
+      if (tok.sepId >= 0) out.push(tok.sepId);
+      return out;
+    }
+    chars *= 2;
+  }
+  return tok.encode(text, maxLength);
+}
+
+function applyInstruction(format: string, instruction: string, text: string): string {
+  let i = 0;
+  return format.replace(/\{\}/g, () => (i++ === 0 ? instruction : text));
+}
+
+const NO_IN_BATCH_NEG = 'no_in_batch_neg';
+
+interface SourceResult {
+  index: number;
+  entry: SourceEntry;
+  files: Record<string, ArrowFileEntry>;
+  first: PairRecord | null;
+  hasScores: boolean;
+  minNeg: number;
+  tokens: number;
+}
+
+interface Context {
+  tok: Tokenizer;
+  format: DataFormat;
+  lengths: Manifest['maxLengths'];
+  settings: PrepareSettings;
+  skipInvalid: boolean;
+  chunkIds: number;
+  tmp: string;
+  onBytes: (n: number) => void;
+}
+
+/** Tokenizes one input file into one Arrow file per length bucket under tmp/data/. */
+async function prepareSource(file: string, index: number, ctx: Context): Promise<SourceResult> {
+  const { lines, digest } = readLines(file, ctx.onBytes);
+  const skipped: Partial<Record<InvalidReason, number>> = {};
+  const writers = new Map<string, { w: ArrowFileWriter; b: ChunkBuilder<never>; entry: ArrowFileEntry }>();
+  const bucketCounts: Record<string, number> = {};
+  const isPairs = ctx.format !== 'pretrain';
+  const withText = isPairs && ctx.settings.keepText;
+  let rows = 0;
+  let tokens = 0;
+  let seen = 0;
+  let first: PairRecord | null = null;
+  let hasScores = true;
+  let minNeg = Infinity;
+
+  const emit = (bucket: string, row: unknown, nIds: number): void => {
+    let slot = writers.get(bucket);
+    if (!slot) {
+      const rel = `data/${String(index).padStart(4, '0')}-${safeName(stem(file))}_len-${bucket}.arrow`;
+      const w = openArrowWriter(path.join(ctx.tmp, rel));
+      const b = (isPairs ? pairChunkBuilder(withText) : pretrainChunkBuilder()) as ChunkBuilder<never>;
+      slot = { w, b, entry: { file: rel, source: index, rows: 0, chunks: w.chunks } };
+      writers.set(bucket, slot);
+    }
+    slot.b.append(row as never);
+    slot.entry.rows++;
+    rows++;
+    tokens += nIds;
+    bucketCounts[bucket] = (bucketCounts[bucket] ?? 0) + 1;
+    if (slot.b.ids >= ctx.chunkIds || slot.b.rows >= CHUNK_ROWS) {
+      slot.w.write(slot.b.finish());
+      slot.b = (isPairs ? pairChunkBuilder(withText) : pretrainChunkBuilder()) as ChunkBuilder<never>;
+    }
+  };
+
+  // pretrain packing: texts are cut into blocks of max−2 tokens; short texts and tails share blocks
+  const block = (ctx.lengths.max ?? 0) - ((ctx.tok.clsId >= 0 ? 1 : 0) + (ctx.tok.sepId >= 0 ? 1 : 0));
+  let pending: number[] = [];
+  const emitBlock = (ids: ArrayLike<number>) => {
+    const row = new Int32Array(ids.length + (ctx.tok.clsId >= 0 ? 1 : 0) + (ctx.tok.sepId >= 0 ? 1 : 0));
+    let k = 0;
+    if (ctx.tok.clsId >= 0) row[k++] = ctx.tok.clsId;
+    row.set(ids as never, k);
+    k += ids.length;
+    if (ctx.tok.sepId >= 0) row[k++] = ctx.tok.sepId;
+    emit(bucketOf(row.length), row, row.length);
+  };
+  const pack = (ids: number[]) => {
+    if (ids.length === 0) return;
+    if (pending.length + ids.length <= block) {
+      for (const t of ids) pending.push(t);
+      return;
+    }
+    if (pending.length) emitBlock(pending);
+    pending = [];
+    let s = 0;
+    for (; ids.length - s > block; s += block) emitBlock(ids.slice(s, s + block));
+    pending = ids.slice(s);
+  };
+
+  const qMax = ctx.lengths.query ?? 0;
+  const pMax = ctx.lengths.passage ?? 0;
+  const { queryInstruction, queryInstructionFormat } = ctx.settings;
+  try {
+    for await (const { lineNo, text } of lines) {
+      seen++;
+      const rec = parseRecord(text, ctx.format);
+      if (isInvalidRecord(rec)) {
+        if (!ctx.skipInvalid) throw new UserError(describeInvalid(file, lineNo, rec));
+        skipped[rec.reason] = (skipped[rec.reason] ?? 0) + 1;
+        continue;
+      }
+      if (!isPairs) {
+        pack(ctx.tok.tokenize((rec as TextRecord).text));
+        continue;
+      }
+      const r = rec as PairRecord;
+      if (!first) first = r;
+      // FlagEmbedding: a row's `prompt` replaces the instruction, and is used only when an instruction is set
+      const instruction = queryInstruction === null ? null : r.prompt ?? queryInstruction;
+      const withInstr = (t: string) => (instruction === null ? t : applyInstruction(queryInstructionFormat, instruction, t));
+      // symmetric STS / clustering: passages are the same kind of text as queries and get the instruction too
+      const symmetricPassages = r.type === 'symmetric_sts' || r.type === 'symmetric_clustering';
+      const passageText = (t: string) => (symmetricPassages ? withInstr(t) : t);
+      const passage = (t: string) => encodeTruncated(ctx.tok, passageText(t), pMax);
+      const q = encodeTruncated(ctx.tok, withInstr(r.query), qMax);
+      const pos = r.pos.map(passage);
+      const neg = r.neg.map(passage);
+      let longest = q.length;
+      let nIds = q.length;
+      for (const p of pos) (longest = Math.max(longest, p.length)), (nIds += p.length);
+      for (const p of neg) (longest = Math.max(longest, p.length)), (nIds += p.length);
+      if (r.posScores === null) hasScores = false;
+      minNeg = Math.min(minNeg, neg.length);
+      const row: PairRow = { query: q, pos, neg, posScores: r.posScores, negScores: r.negScores, posText: withText ? r.pos.map(passageText) : undefined };
+      emit(bucketOf(longest), row, nIds);
+    }
+    if (!isPairs && pending.length) emitBlock(pending);
+    if (seen === 0) {
+      if (!ctx.skipInvalid) throw new UserError(`${file}:1: empty file (no JSON lines)`);
+      skipped.empty_file = (skipped.empty_file ?? 0) + 1;
+    }
+  } finally {
+    for (const slot of writers.values()) {
+      if (slot.b.rows) slot.w.write(slot.b.finish());
+      await slot.w.close();
+    }
+  }
+  const { size, sha256 } = digest();
+  const files: Record<string, ArrowFileEntry> = {};
+  for (const [bucket, slot] of writers) files[bucket] = slot.entry;
+  return {
+    index,
+    entry: { path: path.resolve(file), size, sha256, rows, skipped, buckets: bucketCounts },
+    files,
+    first,
+    hasScores: hasScores && rows > 0,
+    minNeg: minNeg === Infinity ? 0 : minNeg,
+    tokens,
+  };
+}
+
+function safeName(s: string): string {
+  return s.replace(/[^A-Za-z0-9._-]+/g, '_').slice(0, 80) || 'data';
+}
+
+function hasSuffixFlag(name: string): boolean {
+  return name.endsWith(NO_IN_BATCH_NEG);
+}
+
+/** Turns per-file results into datasets: standalone files, small files of a directory merged (spec §5). */
+function assignDatasets(groups: InputGroup[], results: SourceResult[][], settings: PrepareSettings, tmp: string, log: (s: string) => void): DatasetEntry[] {
+  const datasets: DatasetEntry[] = [];
+  const names = new Set<string>();
+  const uniqueName = (n: string) => {
+    let name = n;
+    for (let i = 2; names.has(name); i++) name = `${n}#${i}`;
+    names.add(name);
+    return name;
+  };
+  const makeDataset = (name: string, members: SourceResult[], noInBatchNeg: boolean): DatasetEntry => {
+    const buckets: Record<string, ArrowFileEntry[]> = {};
+    for (const m of members) for (const [b, f] of Object.entries(m.files)) (buckets[b] ??= []).push(f);
+    const firsts = members.map((m) => m.first).filter((f): f is PairRecord => !!f);
+    const sizes = firsts.map((f) => f.batchSize).filter((b): b is number => b !== null);
+    return {
+      name: uniqueName(name),
+      sources: members.map((m) => m.index),
+      type: firsts[0]?.type ?? null,
+      noInBatchNeg,
+      batchSize: sizes.length ? Math.min(...sizes) : null,
+      trainGroupSize: firsts[0]?.trainGroupSize ?? null,
+      hasScores: members.every((m) => m.hasScores),
+      minNeg: Math.min(...members.map((m) => m.minNeg)),
+      rows: members.reduce((a, m) => a + m.entry.rows, 0),
+      buckets,
+    };
+  };
+  const drop = (r: SourceResult, why: string) => {
+    for (const f of Object.values(r.files)) fs.rmSync(path.join(tmp, f.file), { force: true });
+    log(`${r.entry.path}: ${why}`);
+  };
+  groups.forEach((g, gi) => {
+    const rs = results[gi];
+    const dirName = path.basename(path.resolve(g.isDir ? g.input : path.dirname(g.input)));
+    const small: SourceResult[] = [];
+    for (const r of rs) {
+      if (r.entry.rows === 0) continue;
+      const fileStem = stem(r.entry.path);
+      const flag = hasSuffixFlag(dirName) || hasSuffixFlag(fileStem);
+      if (settings.smallThreshold > 0 && r.entry.rows < settings.smallThreshold) {
+        if (g.isDir) small.push(r);
+        else drop(r, `${r.entry.rows} rows < small_threshold ${settings.smallThreshold}: skipped`);
+        continue;
+      }
+      datasets.push(makeDataset(`${dirName}/${fileStem}`, [r], flag));
+    }
+    if (small.length) {
+      const rows = small.reduce((a, r) => a + r.entry.rows, 0);
+      if (rows < settings.dropThreshold) small.forEach((r) => drop(r, `merged small files have ${rows} rows < drop_threshold ${settings.dropThreshold}: dropped`));
+      else datasets.push(makeDataset(`${dirName}/small-merged`, small, hasSuffixFlag(dirName)));
+    }
+  });
+  return datasets;
+}
+
+/** Prepares `inputs` into `output` (replaced atomically) and returns the manifest written there. */
+export async function prepareDataset(inputs: string[], tok: Tokenizer, output: string, opts: PrepareOptions): Promise<Manifest> {
+  const lengths = resolveLengths(opts);
+  const settings = resolveSettings(opts);
+  const groups = discoverInputs(inputs);
+  const allFiles = groups.flatMap((g) => g.files);
+  const totalBytes = allFiles.reduce((a, f) => a + fs.statSync(f).size, 0);
+  const progress = opts.progress === false ? null : new Progress('prepare', Math.ceil(totalBytes / 1024), 'KiB');
+  let bytes = 0;
+  const log = (s: string) => process.stderr.write(`m3 data prepare: ${s}\n`);
+  let manifest: Manifest | null = null;
+  await writeDirAtomic(output, async (tmp) => {
+    fs.mkdirSync(path.join(tmp, 'data'));
+    const ctx: Context = {
+      tok, format: opts.format, lengths, settings, skipInvalid: !!opts.skipInvalid, chunkIds: opts.chunkIds ?? CHUNK_IDS, tmp,
+      onBytes: (n) => {
+        bytes += n;
+        progress?.update(Math.floor(bytes / 1024));
+      },
+    };
+    const results: SourceResult[][] = [];
+    let index = 0;
+    for (const g of groups) {
+      const rs: SourceResult[] = [];
+      for (const f of g.files) rs.push(await prepareSource(f, index++, ctx));
+      results.push(rs);
+    }
+    const flat = results.flat();
+    const datasets = assignDatasets(groups, results, settings, tmp, log);
+    const skipped: Partial<Record<InvalidReason, number>> = {};
+    for (const r of flat) for (const [k, v] of Object.entries(r.entry.skipped)) skipped[k as InvalidReason] = (skipped[k as InvalidReason] ?? 0) + (v ?? 0);
+    const rows = datasets.reduce((a, d) => a + d.rows, 0);
+    if (rows === 0) throw new UserError(`${inputs.join(', ')}: no rows to write${Object.keys(skipped).length ? ` (all skipped: ${formatCounts(skipped)})` : ''}`);
+    manifest = {
+      format: FORMAT_NAME,
+      formatVersion: FORMAT_VERSION,
+      kind: opts.format,
+      createdAt: new Date().toISOString(),
+      rows,
+      tokenizer: { fingerprint: tok.fingerprint, vocabSize: tok.vocabSize, clsId: tok.clsId, sepId: tok.sepId, padId: tok.padId },
+      maxLengths: lengths,
+      options: settings,
+      sources: flat.map((r) => r.entry),
+      datasets,
+      skipped,
+      tokens: flat.reduce((a, r) => a + r.tokens, 0),
+    };
+    writeFileAtomic(path.join(tmp, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
+  });
+  progress?.update(Math.ceil(totalBytes / 1024));
+  progress?.done(`${manifest!.rows} rows`);
+  if (Object.keys(manifest!.skipped).length) log(`skipped invalid input: ${formatCounts(manifest!.skipped)}`);
+  return manifest!;
+}
+
+export function formatCounts(c: Partial<Record<string, number>>): string {
+  return Object.entries(c).map(([k, v]) => `${k} ${v}`).join(', ');
+}
+
+/**
+ * For stage configs that point at raw JSONL: prepares into `cacheDir`, or reuses what is there when its
+ * manifest has the same sources (by content hash and name), tokenizer fingerprint, max lengths and settings.
+ */
+export async function prepareOrReuse(
+  inputs: string[], tokenizerDir: string, opts: PrepareOptions, cacheDir: string,
+): Promise<{ dir: string; manifest: Manifest; reused: boolean }> {
+  const tok = loadTokenizer(tokenizerDir);
+  const lengths = resolveLengths(opts);
+  const settings = resolveSettings(opts);
+  const groups = discoverInputs(inputs);
+  const sources: { name: string; sha256: string }[] = [];
+  for (const g of groups) {
+    for (const f of g.files) sources.push({ name: sourceName(g, f), sha256: (await digestFile(f)).sha256 });
+  }
+  const key = createHash('sha256')
+    .update(JSON.stringify({ v: FORMAT_VERSION, format: opts.format, fp: tok.fingerprint, lengths, settings, skip: !!opts.skipInvalid, sources }))
+    .digest('hex');
+  const dir = path.join(cacheDir, `${opts.format}-${key.slice(0, 16)}`);
+  if (fs.existsSync(path.join(dir, MANIFEST_FILE))) {
+    try {
+      const m = readManifest(dir);
+      const same =
+        m.kind === opts.format &&
+        m.tokenizer.fingerprint === tok.fingerprint &&
+        JSON.stringify(m.maxLengths) === JSON.stringify(lengths) &&
+        JSON.stringify(m.options) === JSON.stringify(settings) &&
+        m.sources.length === sources.length &&
+        m.sources.every((s, i) => s.sha256 === sources[i].sha256);
+      if (same) return { dir, manifest: m, reused: true };
+    } catch (e) {
+      if (!(e instanceof UserError)) throw e;
+    }
+  }
+  const manifest = await prepareDataset(inputs, tok, dir, opts);
+  return { dir, manifest, reused: false };
+}
+
+function sourceName(g: InputGroup, f: string): string {
+  const dir = path.basename(path.resolve(g.isDir ? g.input : path.dirname(g.input)));
+  return `${g.isDir ? 'dir' : 'file'}:${dir}/${path.basename(f)}`;
+}

@@ -6,6 +6,7 @@ import yargs from 'yargs';
 
 const BENCHES: Record<string, () => Promise<{ run(args: Record<string, unknown>): Promise<void> }>> = {
   encode: async () => import('./encode'),
+  eval: async () => import('./eval'),
 };
 
 export async function main(argv: string[]): Promise<void> {

@@ -1,0 +1,365 @@
+// N-API addon that exposes libtorch to the TF.js `torch` backend (src/backend/torch/).
+//
+// Design: rather than one C++ entry point per TF.js kernel (slow to compile, and every kernel change would
+// need a rebuild), the addon exposes libtorch's *boxed dispatcher*: TypeScript looks an ATen operator up
+// once by schema name (`aten::add.Tensor`) and then calls it with a JS argument array that this file
+// converts to IValues, guided by the operator's schema. Kernel registrations therefore live in TypeScript;
+// this translation unit only owns the tensor handle table, data transfer in and out of JS, and threading.
+//
+// Tensors live in a handle table (int ids). JS never holds a libtorch pointer: the backend frees a handle
+// when TF.js disposes the tensor's dataId, and `liveHandles()` lets tests check nothing leaks.
+
+#include <napi.h>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <c10/core/InferenceMode.h>
+#include <torch/version.h>
+#include <dlfcn.h>
+
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace {
+
+// ---- handle table -------------------------------------------------------------------------------------
+// Slots are reused through a free list so ids stay small; slot 0 is never used (0 reads as "no tensor").
+std::vector<at::Tensor> g_tensors(1);
+std::vector<int32_t> g_free;
+int64_t g_live = 0;
+
+int32_t Store(at::Tensor t) {
+  int32_t id;
+  if (!g_free.empty()) {
+    id = g_free.back();
+    g_free.pop_back();
+    g_tensors[id] = std::move(t);
+  } else {
+    id = static_cast<int32_t>(g_tensors.size());
+    g_tensors.push_back(std::move(t));
+  }
+  ++g_live;
+  return id;
+}
+
+const at::Tensor& Lookup(Napi::Env env, const Napi::Value& v) {
+  if (!v.IsNumber()) throw Napi::TypeError::New(env, "expected a tensor handle (number)");
+  const int64_t id = v.As<Napi::Number>().Int64Value();
+  if (id <= 0 || id >= static_cast<int64_t>(g_tensors.size()) || !g_tensors[id].defined()) {
+    throw Napi::Error::New(env, "invalid or freed tensor handle " + std::to_string(id));
+  }
+  return g_tensors[id];
+}
+
+// c10 errors carry a C++ backtrace; JS callers want the one-line reason.
+[[noreturn]] void Rethrow(Napi::Env env, const c10::Error& e) {
+  std::string msg = e.what_without_backtrace();
+  throw Napi::Error::New(env, msg);
+}
+
+// ---- schema-guided argument conversion -----------------------------------------------------------------
+// The JS side passes plain values; the operator's schema says what each one means.
+c10::IValue ToIValue(Napi::Env env, const Napi::Value& v, const c10::TypePtr& type);
+
+std::vector<int64_t> ToIntVector(Napi::Env env, const Napi::Value& v) {
+  std::vector<int64_t> out;
+  if (v.IsNumber()) {  // int[1] parameters accept a bare int, as in Python
+    out.push_back(v.As<Napi::Number>().Int64Value());
+    return out;
+  }
+  if (!v.IsArray()) throw Napi::TypeError::New(env, "expected an int array");
+  Napi::Array a = v.As<Napi::Array>();
+  out.reserve(a.Length());
+  for (uint32_t i = 0; i < a.Length(); ++i) out.push_back(a.Get(i).As<Napi::Number>().Int64Value());
+  return out;
+}
+
+c10::Scalar ToScalar(Napi::Env env, const Napi::Value& v) {
+  if (v.IsBoolean()) return c10::Scalar(v.As<Napi::Boolean>().Value());
+  if (!v.IsNumber()) throw Napi::TypeError::New(env, "expected a number for a Scalar argument");
+  const double d = v.As<Napi::Number>().DoubleValue();
+  // Integral JS numbers become integer Scalars so that int32 tensors stay int32 under type promotion
+  // (a double Scalar would promote them to float). Use tensors when float semantics are required.
+  if (std::isfinite(d) && std::trunc(d) == d && std::fabs(d) < 9007199254740992.0) {
+    return c10::Scalar(static_cast<int64_t>(d));
+  }
+  return c10::Scalar(d);
+}
+
+c10::IValue ToIValue(Napi::Env env, const Napi::Value& v, const c10::TypePtr& type) {
+  switch (type->kind()) {
+    case c10::TypeKind::OptionalType:
+      if (v.IsNull() || v.IsUndefined()) return c10::IValue();
+      return ToIValue(env, v, type->castRaw<c10::OptionalType>()->getElementType());
+    case c10::TypeKind::TensorType:
+      return Lookup(env, v);
+    case c10::TypeKind::IntType:
+    case c10::TypeKind::SymIntType:
+    case c10::TypeKind::ScalarTypeType:  // dtype codes are c10::ScalarType values (see dtypeCodes)
+    case c10::TypeKind::LayoutType:
+    case c10::TypeKind::MemoryFormatType:
+      return c10::IValue(v.As<Napi::Number>().Int64Value());
+    case c10::TypeKind::FloatType:
+      return c10::IValue(v.As<Napi::Number>().DoubleValue());
+    case c10::TypeKind::BoolType:
+      return c10::IValue(v.ToBoolean().Value());
+    case c10::TypeKind::NumberType:
+      return c10::IValue(ToScalar(env, v));
+    case c10::TypeKind::StringType:
+      return c10::IValue(v.As<Napi::String>().Utf8Value());
+    case c10::TypeKind::DeviceObjType:
+      return c10::IValue(c10::Device(v.As<Napi::String>().Utf8Value()));
+    case c10::TypeKind::ListType: {
+      const c10::TypePtr elem = type->castRaw<c10::ListType>()->getElementType();
+      switch (elem->kind()) {
+        case c10::TypeKind::IntType:
+        case c10::TypeKind::SymIntType:
+          return c10::IValue(ToIntVector(env, v));
+        case c10::TypeKind::BoolType: {
+          Napi::Array a = v.As<Napi::Array>();
+          c10::List<bool> out;
+          for (uint32_t i = 0; i < a.Length(); ++i) out.push_back(a.Get(i).ToBoolean().Value());
+          return c10::IValue(out);
+        }
+        case c10::TypeKind::FloatType: {
+          Napi::Array a = v.As<Napi::Array>();
+          std::vector<double> out;
+          for (uint32_t i = 0; i < a.Length(); ++i) out.push_back(a.Get(i).As<Napi::Number>().DoubleValue());
+          return c10::IValue(out);
+        }
+        case c10::TypeKind::TensorType: {
+          Napi::Array a = v.As<Napi::Array>();
+          std::vector<at::Tensor> out;
+          out.reserve(a.Length());
+          for (uint32_t i = 0; i < a.Length(); ++i) out.push_back(Lookup(env, a.Get(i)));
+          return c10::IValue(out);
+        }
+        case c10::TypeKind::OptionalType: {  // Tensor?[] (aten::index)
+          Napi::Array a = v.As<Napi::Array>();
+          c10::List<c10::optional<at::Tensor>> out;
+          for (uint32_t i = 0; i < a.Length(); ++i) {
+            Napi::Value e = a.Get(i);
+            if (e.IsNull() || e.IsUndefined()) out.push_back(c10::nullopt);
+            else out.push_back(Lookup(env, e));
+          }
+          return c10::IValue(out);
+        }
+        default:
+          break;
+      }
+      break;
+    }
+    default:
+      break;
+  }
+  throw Napi::TypeError::New(env, "unsupported argument type " + type->str());
+}
+
+Napi::Value FromIValue(Napi::Env env, const c10::IValue& v) {
+  if (v.isTensor()) return Napi::Number::New(env, Store(v.toTensor()));
+  if (v.isTensorList()) {
+    auto list = v.toTensorList();
+    Napi::Array out = Napi::Array::New(env, list.size());
+    for (size_t i = 0; i < list.size(); ++i) out.Set(static_cast<uint32_t>(i), Napi::Number::New(env, Store(list.get(i))));
+    return out;
+  }
+  if (v.isInt()) return Napi::Number::New(env, static_cast<double>(v.toInt()));
+  if (v.isDouble()) return Napi::Number::New(env, v.toDouble());
+  if (v.isBool()) return Napi::Boolean::New(env, v.toBool());
+  if (v.isNone()) return env.Null();
+  throw Napi::TypeError::New(env, "unsupported return type " + v.tagKind());
+}
+
+// ---- operators ------------------------------------------------------------------------------------------
+std::vector<c10::OperatorHandle> g_ops;
+
+// op(name, overload) -> operator id. Resolving once keeps the per-call cost to a vector index.
+Napi::Value Op(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string name = info[0].As<Napi::String>().Utf8Value();
+  const std::string overload = info.Length() > 1 ? info[1].As<Napi::String>().Utf8Value() : "";
+  auto handle = c10::Dispatcher::singleton().findSchema({name, overload});
+  if (!handle) throw Napi::Error::New(env, "libtorch has no operator " + name + (overload.empty() ? "" : "." + overload));
+  g_ops.push_back(*handle);
+  return Napi::Number::New(env, static_cast<double>(g_ops.size() - 1));
+}
+
+// call(opId, args[]) -> handle | number | bool | null, or an array of those when the op has several returns.
+// Missing trailing arguments take the schema's defaults.
+Napi::Value Call(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const uint32_t opId = info[0].As<Napi::Number>().Uint32Value();
+  if (opId >= g_ops.size()) throw Napi::Error::New(env, "unknown operator id");
+  const c10::OperatorHandle& op = g_ops[opId];
+  const c10::FunctionSchema& schema = op.schema();
+  Napi::Array args = info[1].As<Napi::Array>();
+  const auto& params = schema.arguments();
+  if (args.Length() > params.size()) throw Napi::Error::New(env, "too many arguments for " + schema.name());
+  // TF.js owns differentiation; libtorch's autograd bookkeeping would only cost time.
+  c10::InferenceMode guard;
+  torch::jit::Stack stack;
+  stack.reserve(params.size());
+  try {
+    for (size_t i = 0; i < params.size(); ++i) {
+      if (i < args.Length() && !args.Get(static_cast<uint32_t>(i)).IsUndefined()) {
+        stack.push_back(ToIValue(env, args.Get(static_cast<uint32_t>(i)), params[i].type()));
+      } else if (params[i].default_value()) {
+        stack.push_back(*params[i].default_value());
+      } else {
+        throw Napi::Error::New(env, "missing argument '" + params[i].name() + "' for " + schema.name());
+      }
+    }
+    op.callBoxed(&stack);
+  } catch (const c10::Error& e) {
+    Rethrow(env, e);
+  }
+  if (stack.size() == 1) return FromIValue(env, stack[0]);
+  Napi::Array out = Napi::Array::New(env, stack.size());
+  for (size_t i = 0; i < stack.size(); ++i) out.Set(static_cast<uint32_t>(i), FromIValue(env, stack[i]));
+  return out;
+}
+
+// ---- data in and out ----------------------------------------------------------------------------------
+// fromArray(typedArray, shape, scalarTypeCode, device) -> handle. Copies: TF.js may reuse its arrays.
+Napi::Value FromArray(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::TypedArray arr = info[0].As<Napi::TypedArray>();
+  const std::vector<int64_t> shape = ToIntVector(env, info[1]);
+  const auto dtype = static_cast<c10::ScalarType>(info[2].As<Napi::Number>().Int32Value());
+  const std::string device = info.Length() > 3 ? info[3].As<Napi::String>().Utf8Value() : "cpu";
+  c10::InferenceMode guard;
+  try {
+    at::Tensor t = at::empty(shape, at::TensorOptions().dtype(dtype));
+    const size_t bytes = t.numel() * t.element_size();
+    if (arr.ByteLength() != bytes) {
+      throw Napi::Error::New(env, "fromArray: " + std::to_string(arr.ByteLength()) + " bytes for a tensor of " + std::to_string(bytes));
+    }
+    const uint8_t* src = static_cast<const uint8_t*>(arr.ArrayBuffer().Data()) + arr.ByteOffset();
+    if (bytes) std::memcpy(t.data_ptr(), src, bytes);
+    if (device != "cpu") t = t.to(c10::Device(device));
+    return Napi::Number::New(env, Store(std::move(t)));
+  } catch (const c10::Error& e) {
+    Rethrow(env, e);
+  }
+}
+
+// toArray(handle) -> Float32Array | Int32Array | Uint8Array (bool). Wider types (int64/float64, which
+// some ATen ops return) are narrowed to TF.js's 32-bit types here so JS never sees them.
+Napi::Value ToArray(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  c10::InferenceMode guard;
+  try {
+    at::Tensor t = Lookup(env, info[0]);
+    if (!t.device().is_cpu()) t = t.cpu();
+    switch (t.scalar_type()) {
+      case at::kFloat: case at::kInt: case at::kBool: break;
+      case at::kDouble: case at::kHalf: case at::kBFloat16: t = t.to(at::kFloat); break;
+      default: t = t.to(at::kInt); break;
+    }
+    t = t.contiguous();
+    const size_t n = t.numel();
+    if (t.scalar_type() == at::kFloat) {
+      Napi::Float32Array out = Napi::Float32Array::New(env, n);
+      if (n) std::memcpy(out.Data(), t.data_ptr(), n * 4);
+      return out;
+    }
+    if (t.scalar_type() == at::kInt) {
+      Napi::Int32Array out = Napi::Int32Array::New(env, n);
+      if (n) std::memcpy(out.Data(), t.data_ptr(), n * 4);
+      return out;
+    }
+    Napi::Uint8Array out = Napi::Uint8Array::New(env, n);
+    if (n) std::memcpy(out.Data(), t.data_ptr(), n);
+    return out;
+  } catch (const c10::Error& e) {
+    Rethrow(env, e);
+  }
+}
+
+Napi::Value Free(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int64_t id = info[0].As<Napi::Number>().Int64Value();
+  if (id <= 0 || id >= static_cast<int64_t>(g_tensors.size()) || !g_tensors[id].defined()) {
+    throw Napi::Error::New(env, "free: invalid or already freed handle " + std::to_string(id));
+  }
+  g_tensors[id].reset();
+  g_free.push_back(static_cast<int32_t>(id));
+  --g_live;
+  return env.Undefined();
+}
+
+// info(handle) -> [scalarTypeCode, ...shape]: lets TS check what an op produced without reading data.
+Napi::Value Meta(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const at::Tensor& t = Lookup(env, info[0]);
+  Napi::Array out = Napi::Array::New(env, t.dim() + 1);
+  out.Set(0u, Napi::Number::New(env, static_cast<int>(t.scalar_type())));
+  for (int64_t i = 0; i < t.dim(); ++i) out.Set(static_cast<uint32_t>(i + 1), Napi::Number::New(env, static_cast<double>(t.size(i))));
+  return out;
+}
+
+Napi::Value LiveHandles(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(g_live));
+}
+
+// ---- threads and environment ----------------------------------------------------------------------------
+// OpenBLAS (which Debian's libtorch uses for GEMM through libblas.so.3) has its own thread pool beside
+// libtorch's OpenMP pool; the backend sets both so that the two never run more threads than cores.
+Napi::Value SetThreads(const Napi::CallbackInfo& info) {
+  const int intra = info[0].As<Napi::Number>().Int32Value();
+  const int blas = info.Length() > 1 ? info[1].As<Napi::Number>().Int32Value() : -1;
+  if (intra > 0) at::set_num_threads(intra);
+  bool blasSet = false;
+  if (blas > 0) {
+    using SetFn = void (*)(int);
+    if (auto fn = reinterpret_cast<SetFn>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
+      fn(blas);
+      blasSet = true;
+    }
+  }
+  Napi::Object out = Napi::Object::New(info.Env());
+  out.Set("intraOp", at::get_num_threads());
+  out.Set("blasSet", blasSet);
+  return out;
+}
+
+Napi::Value Version(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), TORCH_VERSION);
+}
+
+Napi::Value CudaAvailable(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), at::hasCUDA());
+}
+
+Napi::Value DtypeCodes(Napi::Env env) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("float32", static_cast<int>(at::kFloat));
+  o.Set("int32", static_cast<int>(at::kInt));
+  o.Set("bool", static_cast<int>(at::kBool));
+  o.Set("int64", static_cast<int>(at::kLong));
+  o.Set("float64", static_cast<int>(at::kDouble));
+  o.Set("uint8", static_cast<int>(at::kByte));
+  return o;
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("op", Napi::Function::New(env, Op));
+  exports.Set("call", Napi::Function::New(env, Call));
+  exports.Set("fromArray", Napi::Function::New(env, FromArray));
+  exports.Set("toArray", Napi::Function::New(env, ToArray));
+  exports.Set("free", Napi::Function::New(env, Free));
+  exports.Set("meta", Napi::Function::New(env, Meta));
+  exports.Set("liveHandles", Napi::Function::New(env, LiveHandles));
+  exports.Set("setThreads", Napi::Function::New(env, SetThreads));
+  exports.Set("version", Napi::Function::New(env, Version));
+  exports.Set("cudaAvailable", Napi::Function::New(env, CudaAvailable));
+  exports.Set("dtypeCodes", DtypeCodes(env));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(m3_torch, Init)

@@ -3,6 +3,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { infoCommand } from './commands/info';
 import { encodeCommand } from './commands/encode';
+import { pipelineCommand, trainCommand } from './commands/train';
 import { evalCommand } from './commands/eval';
 import { mineCommand } from './commands/mine';
 
@@ -15,6 +16,8 @@ export function cli(argv: string[]) {
     .option('debug', { type: 'boolean', describe: 'print stack traces of errors', global: true })
     .command(infoCommand as never)
     .command(encodeCommand as never)
+    .command(trainCommand as never)
+    .command(pipelineCommand as never)
     .command(evalCommand as never)
     .command(mineCommand as never)
     .demandCommand(1, 'name a command (see --help)')

@@ -67,9 +67,9 @@ export function parseConfig(raw: Record<string, unknown>, where = 'config.json')
   return cfg;
 }
 
-export function readConfig(dir: string): EncoderConfig {
-  const file = path.join(dir, 'config.json');
-  if (!fs.existsSync(file)) throw new UserError(`${dir}: no config.json (not a model dir)`);
+export function readConfig(dir: string, name = 'config.json'): EncoderConfig {
+  const file = path.join(dir, name);
+  if (!fs.existsSync(file)) throw new UserError(name === 'config.json' ? `${dir}: no config.json (not a model dir)` : `${file}: does not exist`);
   let raw: unknown;
   try {
     raw = JSON.parse(fs.readFileSync(file, 'utf8'));

@@ -98,7 +98,7 @@ export function exportWeights(m: M3Model): { encoder: TensorMap; heads: TensorMa
 }
 
 /** Writes the model dir (HF + FlagEmbedding + sentence-transformers layout), atomically. */
-export async function saveModel(m: M3Model, dir: string): Promise<void> {
+export async function saveModel(m: M3Model, dir: string, extraFiles?: Record<string, Uint8Array | string>): Promise<void> {
   const { encoder, heads } = exportWeights(m);
   await writeModelDir(dir, {
     config: m.config.raw,
@@ -106,6 +106,7 @@ export async function saveModel(m: M3Model, dir: string): Promise<void> {
     heads: heads.size ? heads : undefined,
     tokenizer: m.tokenizer ?? undefined,
     normalize: true,
+    extraFiles,
   });
 }
 
@@ -152,4 +153,43 @@ export function initModel(config: EncoderConfig, opts: { seed: number; heads?: b
     dense('sparse_linear', 1, d);
   }
   return { config, params, tokenizer: opts.tokenizer ?? null, source: '(initialised)' };
+}
+
+/**
+ * Adds fresh M3 heads to a model without them (a stage-2 model entering unified fine-tuning), initialised
+ * as torch.nn.Linear does: U(−1/√in, 1/√in) for weight and bias, which is what FlagEmbedding gets when a
+ * dir has no colbert_linear.pt / sparse_linear.pt.
+ */
+export function addHeads(m: M3Model, colbertDimension: number, seed: number): void {
+  if (hasHeads(m)) return;
+  const d = m.config.hidden;
+  const out = colbertDimension > 0 ? colbertDimension : d;
+  const bound = 1 / Math.sqrt(d);
+  const u = (shape: number[], s: number) => tf.variable(tf.randomUniform(shape, -bound, bound, 'float32', s));
+  m.params.set('colbert_linear.weight', u([out, d], seed));
+  m.params.set('colbert_linear.bias', u([out], seed + 1));
+  m.params.set('sparse_linear.weight', u([1, d], seed + 2));
+  m.params.set('sparse_linear.bias', u([1], seed + 3));
+}
+
+/** Freezing rules of FlagEmbedding: fix_encoder trains only the heads; fix_position_embedding freezes positions. */
+export function applyFreezing(m: M3Model, o: { fixEncoder?: boolean; fixPositionEmbedding?: boolean }): void {
+  for (const [name, v] of m.params as Map<string, tf.Variable>) {
+    const head = name.includes('colbert_linear') || name.includes('sparse_linear');
+    const frozen = name.startsWith('pooler.') || (o.fixEncoder && !head) || (o.fixPositionEmbedding && name.includes('position_embeddings'));
+    v.trainable = !frozen;
+  }
+}
+
+/** A stage's starting model: a model dir (`init`), or a fresh one from an HF config.json plus a tokenizer. */
+export function loadOrInitModel(o: { init?: string; config?: string; tokenizer?: string }, seed: number, where: string): M3Model {
+  if (o.init) return loadModel(o.init, { tokenizer: o.tokenizer, requireTokenizer: true });
+  if (!o.config) throw new UserError(`${where}: key 'model.init' or 'model.config' is required (a model dir to start from, or an HF config.json to start from scratch)`);
+  if (!o.tokenizer) throw new UserError(`${where}: key 'model.tokenizer' is required with 'model.config' (a fresh model needs a tokenizer)`);
+  const config = readConfig(path.dirname(o.config), path.basename(o.config));
+  const tokenizer = loadTokenizer(o.tokenizer);
+  if (tokenizer.vocabSize > config.vocabSize) throw new UserError(`${o.tokenizer}: tokenizer has ${tokenizer.vocabSize} tokens but ${o.config} says vocab_size ${config.vocabSize}`);
+  const m = initModel(config, { seed, tokenizer });
+  m.source = `${o.config} (fresh)`;
+  return m;
 }

@@ -49,17 +49,17 @@ export interface Stage<B> {
   params: Map<string, tf.Variable>;
   /** Batches per epoch (for max_steps = −1 and the progress bar). */
   batchesPerEpoch(): number;
-  /** The next batch, or null at the end of the epoch. */
-  nextBatch(): B | null;
-  startEpoch(epoch: number): void;
-  dataPosition(): unknown;
-  restoreDataPosition(p: unknown): void;
+  /** The next batch; after the last of an epoch comes the first of the next. */
+  next(): Promise<B>;
+  /** Where the data resumes ({epoch, batch}); saved with every checkpoint. */
+  position(): { epoch: number; batch: number };
+  seek(p: { epoch: number; batch: number }): void;
   /** Loss and gradients of one micro-batch; `seed` drives its dropout and masking. */
   micro(batch: B, ctx: { step: number; micro: number; seed: number }): MicroResult;
   /** Writes the finished model to `dir` (HF layout). */
   saveFinal(dir: string): Promise<void>;
-  /** Optional evaluation every eval_steps; returns metrics to log. */
-  evaluate?(step: number): Promise<Record<string, number>>;
+  /** Optional evaluation after optimizer step `step`; null when none is due. `score` picks the best model. */
+  evaluate?(step: number, totalSteps: number): Promise<{ metrics: Record<string, number>; score: number } | null>;
 }
 
 export interface RunOptions {
@@ -93,7 +93,7 @@ export async function runTraining<B>(stage: Stage<B>, cfg: TrainConfig, opts: Ru
 
   let step = 0;
   let micro = 0;
-  let epoch = 0;
+  let best = -Infinity;
   const ckpts = opts.resume ? listCheckpoints(out) : [];
   if (ckpts.length) {
     const ck = loadCheckpoint(ckpts[ckpts.length - 1].dir);
@@ -101,15 +101,13 @@ export async function runTraining<B>(stage: Stage<B>, cfg: TrainConfig, opts: Ru
     importAdamW(opt, ck.state.step, ck.optimizer);
     step = ck.state.step;
     micro = ck.state.microStep;
-    const pos = ck.state.dataPosition as { epoch?: number };
-    epoch = pos?.epoch ?? 0;
-    stage.restoreDataPosition(ck.state.dataPosition);
+    best = (ck.state.extra?.best as number | undefined) ?? -Infinity;
+    stage.seek(ck.state.dataPosition as { epoch: number; batch: number });
     truncateMetrics(out, step);
     process.stderr.write(`${stage.name}: resuming from ${ck.dir} (step ${step} of ${total})\n`);
   } else {
     if (opts.resume) process.stderr.write(`${stage.name}: no checkpoint in ${out}; starting fresh\n`);
     fs.rmSync(path.join(out, 'metrics.jsonl'), { force: true });
-    stage.startEpoch(0);
   }
 
   let stopRequested = false;
@@ -130,7 +128,7 @@ export async function runTraining<B>(stage: Stage<B>, cfg: TrainConfig, opts: Ru
   const save = async () => {
     if (lastSaved === step) return;
     const adam = exportAdamW(opt);
-    await saveCheckpoint(out, { step, microStep: micro, dataPosition: stage.dataPosition() }, exportParams(stage.params), adam.tensors, cfg.save_total_limit);
+    await saveCheckpoint(out, { step, microStep: micro, dataPosition: stage.position(), extra: { best } }, exportParams(stage.params), adam.tensors, cfg.save_total_limit);
     lastSaved = step;
   };
   try {
@@ -141,13 +139,7 @@ export async function runTraining<B>(stage: Stage<B>, cfg: TrainConfig, opts: Ru
       const partSums: Record<string, number> = {};
       let acc: Map<string, tf.Tensor> | null = null;
       for (let a = 0; a < cfg.grad_accum; a++) {
-        let batch = stage.nextBatch();
-        if (batch === null) {
-          epoch += 1;
-          stage.startEpoch(epoch);
-          batch = stage.nextBatch();
-          if (batch === null) throw new UserError(`${stage.name}: the training data yields no batch`);
-        }
+        const batch = await stage.next();
         const r = stage.micro(batch, { step, micro, seed: deriveSeed(cfg.seed, step, micro) });
         micro += 1;
         tokens += r.tokens;
@@ -171,12 +163,16 @@ export async function runTraining<B>(stage: Stage<B>, cfg: TrainConfig, opts: Ru
       step += 1;
       stepsThisRun += 1;
       const secs = (performance.now() - t0) / 1000;
-      const row: Record<string, unknown> = { stage: stage.name, step, epoch, loss: lossSum, lr, grad_norm: norm, tokens_per_s: tokens / secs, step_s: secs, ...partSums };
+      const row: Record<string, unknown> = { stage: stage.name, step, epoch: stage.position().epoch, loss: lossSum, lr, grad_norm: norm, tokens_per_s: tokens / secs, step_s: secs, ...partSums };
       if (step % Math.max(1, cfg.log_steps) === 0 || step === total) appendMetrics(out, row);
       progress.update(step, `loss ${lossSum.toFixed(4)} lr ${lr.toExponential(2)} ${Math.round(tokens / secs)} tok/s`);
-      if (stage.evaluate && (cfg as TrainConfig & { eval_steps?: number }).eval_steps) {
-        const every = (cfg as TrainConfig & { eval_steps?: number }).eval_steps!;
-        if (step % every === 0 || step === total) appendMetrics(out, { stage: stage.name, step, eval: await stage.evaluate(step) });
+      const ev = stage.evaluate ? await stage.evaluate(step, total) : null;
+      if (ev) {
+        appendMetrics(out, { stage: stage.name, step, ...ev.metrics });
+        if (ev.score > best) {
+          best = ev.score;
+          await stage.saveFinal(path.join(out, 'best'));
+        }
       }
       if (cfg.save_steps > 0 && step % cfg.save_steps === 0) await save();
       if (stopRequested || (opts.stopAfter !== undefined && stepsThisRun >= opts.stopAfter)) {

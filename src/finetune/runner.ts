@@ -1,0 +1,89 @@
+/**
+ * The fine-tuning stage runner (`pairs` and `unified`): model from a dir or from scratch, data prepared
+ * on demand, the M3 micro-step (src/finetune/m3-step.ts) inside the shared training loop, evaluation on
+ * a BEIR dev set when configured, the final model written in HF / FlagEmbedding layout.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { openDataset, PairBatch } from '../data';
+import { BUCKETS } from '../data/manifest';
+import { evaluateBeir } from '../eval/beir';
+import { evalDue, evalOptions, flattenResults, selectionScore } from '../eval/config';
+import { addHeads, applyFreezing, disposeModel, loadOrInitModel, saveModel } from '../model/m3';
+import { extendPositions } from '../pretrain/retromae-model';
+import { RunOptions, RunResult, runTraining, Stage } from '../train/trainer';
+import { stageDatasets } from '../train/stage-data';
+import { check } from '../util/errors';
+import { FinetuneConfig } from './config';
+import { m3Step } from './m3-step';
+
+export async function runFinetune(cfg: FinetuneConfig, opts: Omit<RunOptions, 'outputDir'>): Promise<RunResult> {
+  const model = loadOrInitModel(cfg.model, cfg.train.seed, cfg.output_dir);
+  const unified = cfg.loss.unified_finetuning;
+  check(!cfg.loss.use_self_distill || unified, `${cfg.output_dir}: loss.use_self_distill needs loss.unified_finetuning (the ensemble is the teacher)`);
+  if (cfg.model.extend_positions) extendPositions(model.config, model.params, cfg.model.extend_positions);
+  if (unified) addHeads(model, cfg.model.colbert_dim, cfg.train.seed + 7);
+  applyFreezing(model, { fixEncoder: cfg.train.fix_encoder, fixPositionEmbedding: cfg.train.fix_position_embedding });
+  const tok = model.tokenizer!;
+  const dirs = await stageDatasets(cfg.data.train, cfg.model.tokenizer ?? cfg.model.init!, {
+    format: cfg.stage === 'pairs' ? 'pairs' : 'finetune',
+    queryMaxLen: cfg.data.query_max_len, passageMaxLen: cfg.data.passage_max_len, skipInvalid: cfg.data.skip_invalid,
+    smallThreshold: cfg.data.small_threshold, dropThreshold: cfg.data.drop_threshold,
+  }, cfg.data.cache_dir);
+  const batchSize = Object.fromEntries(BUCKETS.map((b) => [b, cfg.data.batch_size_by_bucket[b] ?? cfg.data.batch_size]));
+  const reader = await openDataset(dirs, {
+    seed: cfg.train.seed, batchSize, trainGroupSize: cfg.data.train_group_size, shuffleRatio: cfg.data.shuffle_ratio,
+    padToMultipleOf: cfg.data.pad_to_multiple_of || undefined, tokenizer: tok,
+  });
+  // FlagEmbedding zeroes CLS, EOS, PAD and UNK in the sparse vectors (not MASK).
+  const specialTokenIds = [tok.clsId, tok.sepId, tok.padId, tok.unkId];
+  const dropout = model.config.hiddenDropout > 0 || model.config.attentionDropout > 0;
+  const stage: Stage<PairBatch> = {
+    name: cfg.stage,
+    params: model.params as Map<string, tf.Variable>,
+    batchesPerEpoch: () => reader.batchesPerEpoch,
+    next: async () => (await reader.next()) as PairBatch,
+    position: () => reader.position(),
+    seek: (p) => reader.seek(p),
+    micro: (batch, ctx) => {
+      const r = m3Step(model, {
+        queries: batch.queries, passages: batch.passages,
+        teacherScores: cfg.data.knowledge_distillation ? batch.teacherScores ?? undefined : undefined,
+      }, {
+        loss: {
+          temperature: cfg.loss.temperature,
+          groupSize: batch.groupSize,
+          unified,
+          inBatchNegatives: !batch.noInBatchNeg,
+          // counted in optimizer steps, 1-based: on when step > self_distill_start_step
+          selfDistill: unified && cfg.loss.use_self_distill && ctx.step + 1 > cfg.loss.self_distill_start_step,
+          kdLossType: cfg.loss.kd_loss_type,
+          specialTokenIds,
+          ensembleWeights: cfg.loss.ensemble_weights,
+          lossWeights: cfg.loss.loss_weights,
+        },
+        subBatchSize: cfg.train.sub_batch_size,
+        seed: dropout ? ctx.seed : undefined,
+      });
+      const tokens = count(batch.queries.attentionMask) + count(batch.passages.attentionMask);
+      return { loss: r.loss, grads: r.grads, parts: r.parts, tokens };
+    },
+    saveFinal: (dir) => saveModel(model, dir),
+    evaluate: async (step, total) => {
+      if (!evalDue(cfg.eval, step, total)) return null;
+      const results = await evaluateBeir(model, cfg.eval.data!, evalOptions(cfg.eval));
+      return { metrics: flattenResults(results), score: selectionScore(cfg.eval, results) };
+    },
+  };
+  try {
+    return await runTraining(stage, cfg.train, { ...opts, outputDir: cfg.output_dir });
+  } finally {
+    await reader.close();
+    disposeModel(model);
+  }
+}
+
+function count(mask: Int32Array): number {
+  let n = 0;
+  for (let i = 0; i < mask.length; i++) n += mask[i];
+  return n;
+}

@@ -1,0 +1,99 @@
+/**
+ * The RetroMAE stage runner (stage 1): packed token blocks → whole-word masked encoder input and the
+ * enhanced decoder's inputs (src/pretrain/masking.ts, seeded per step and row), the RetroMAE loss
+ * (src/losses/retromae.ts) in the shared training loop; saves the encoder as an HF model dir with the
+ * decoder and MLM head beside it.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { openDataset, PretrainBatch } from '../data';
+import { evaluateBeir } from '../eval/beir';
+import { evalDue, evalOptions, flattenResults, selectionScore } from '../eval/config';
+import { retroMaeLoss, RetroMaeBatch } from '../losses/retromae';
+import { Batch } from '../model/encoder';
+import { applyFreezing, disposeModel, loadOrInitModel, saveModel } from '../model/m3';
+import { Tokenizer } from '../model/tokenizer';
+import { encodeSafetensors, readSafetensors } from '../model/weights/safetensors';
+import { RunOptions, RunResult, runTraining, Stage } from '../train/trainer';
+import { stageDatasets } from '../train/stage-data';
+import { createRng, deriveSeed } from '../util/rng';
+import { renameGrads } from '../finetune/m3-step';
+import * as fs from 'fs';
+import * as path from 'path';
+import { PretrainConfig } from './config';
+import { IGNORE, RetroMaeMasking, retroMaeExample } from './masking';
+import { decoderTensors, DECODER_FILE, encoderPrefix, extendPositions, retroMaeParams } from './retromae-model';
+
+/** RetroMAE inputs of a padded batch of packed blocks; row r draws from deriveSeed(seed, r). */
+export function retroMaeBatch(ids: Batch, tok: Tokenizer, masking: RetroMaeMasking, seed: number): RetroMaeBatch {
+  const { batch: B, length: L } = ids;
+  const encIds = new Int32Array(B * L);
+  const encLabels = new Int32Array(B * L).fill(IGNORE);
+  const decLabels = new Int32Array(B * L).fill(IGNORE);
+  const visible = new Uint8Array(B * L * L);
+  for (let r = 0; r < B; r++) {
+    const row = ids.inputIds.subarray(r * L, (r + 1) * L);
+    let n = 0;
+    while (n < L && ids.attentionMask[r * L + n]) n++;
+    const ex = retroMaeExample(Array.from(row.subarray(0, n)), tok, createRng(deriveSeed(seed, r)), masking);
+    encIds.set(row, r * L);
+    encIds.set(ex.encoder.inputIds, r * L);
+    encLabels.set(ex.encoder.labels, r * L);
+    decLabels.set(ex.decoderLabels, r * L);
+    for (let i = 0; i < n; i++) visible.set(ex.decoderVisible.subarray(i * n, (i + 1) * n), r * L * L + i * L);
+  }
+  return {
+    encoder: { inputIds: encIds, attentionMask: ids.attentionMask, batch: B, length: L },
+    encoderLabels: encLabels,
+    decoder: ids,
+    decoderAttentionMask: visible.length ? Float32Array.from(visible) : new Float32Array(0),
+    decoderLabels: decLabels,
+  };
+}
+
+export async function runPretrain(cfg: PretrainConfig, opts: Omit<RunOptions, 'outputDir'>): Promise<RunResult> {
+  const model = loadOrInitModel(cfg.model, cfg.train.seed, cfg.output_dir);
+  if (cfg.model.extend_positions) extendPositions(model.config, model.params, cfg.model.extend_positions);
+  applyFreezing(model, { fixPositionEmbedding: cfg.train.fix_position_embedding });
+  const tok = model.tokenizer!;
+  const savedDecoder = cfg.model.init && fs.existsSync(path.join(cfg.model.init, DECODER_FILE)) ? readSafetensors(path.join(cfg.model.init, DECODER_FILE)) : new Map();
+  const params = retroMaeParams(model.config, model.params, savedDecoder, cfg.train.seed + 11);
+  const dirs = await stageDatasets(cfg.data.train, cfg.model.tokenizer ?? cfg.model.init!, { format: 'pretrain', maxLen: cfg.data.max_len, skipInvalid: cfg.data.skip_invalid }, cfg.data.cache_dir);
+  const reader = await openDataset(dirs, { seed: cfg.train.seed, batchSize: cfg.data.batch_size, tokenizer: tok });
+  const masking: RetroMaeMasking = { encoderRatio: cfg.masking.encoder_mlm_probability, decoderRatio: cfg.masking.decoder_mlm_probability, poolSize: cfg.masking.decoder_mask_pool };
+  const dropout = model.config.hiddenDropout > 0 || model.config.attentionDropout > 0;
+  const prefix = encoderPrefix(model.config);
+  const stage: Stage<PretrainBatch> = {
+    name: 'retromae',
+    params,
+    batchesPerEpoch: () => reader.batchesPerEpoch,
+    next: async () => (await reader.next()) as PretrainBatch,
+    position: () => reader.position(),
+    seek: (p) => reader.seek(p),
+    micro: (batch, ctx) => {
+      const inputs = retroMaeBatch(batch.inputIds, tok, masking, ctx.seed);
+      const trainable = [...params.values()].filter((v) => v.trainable);
+      let parts: Record<string, tf.Scalar> = {};
+      const { value, grads } = tf.variableGrads(() => {
+        const out = retroMaeLoss(model.config, params, inputs, { encoderPrefix: prefix, dropoutSeed: dropout ? ctx.seed : undefined });
+        parts = { loss_encoder: tf.keep(out.encoderLoss.clone()), loss_decoder: tf.keep(out.decoderLoss.clone()) };
+        return out.loss;
+      }, trainable);
+      let tokens = 0;
+      for (const m of batch.inputIds.attentionMask) tokens += m;
+      return { loss: value, grads: renameGrads(params, grads), parts, tokens };
+    },
+    saveFinal: (dir) => saveModel(model, dir, { [DECODER_FILE]: encodeSafetensors(decoderTensors(params, model.config)) }),
+    evaluate: async (step, total) => {
+      if (!evalDue(cfg.eval, step, total)) return null;
+      const results = await evaluateBeir(model, cfg.eval.data!, evalOptions(cfg.eval));
+      return { metrics: flattenResults(results), score: selectionScore(cfg.eval, results) };
+    },
+  };
+  try {
+    return await runTraining(stage, cfg.train, { ...opts, outputDir: cfg.output_dir });
+  } finally {
+    await reader.close();
+    for (const [k, v] of params) if (!k.startsWith(prefix)) v.dispose();
+    disposeModel(model);
+  }
+}

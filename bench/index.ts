@@ -6,6 +6,7 @@ import yargs from 'yargs';
 
 const BENCHES: Record<string, () => Promise<{ run(args: Record<string, unknown>): Promise<void> }>> = {
   encode: async () => import('./encode'),
+  data: async () => import('./data'),
   eval: async () => import('./eval'),
 };
 
@@ -16,6 +17,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('json', { type: 'boolean', describe: 'one JSON object per measurement on stdout' })
     .option('backend', { type: 'string', describe: 'only this backend (default: every available one)' })
     .example('npm run bench -- encode', 'encoding throughput per backend')
+    .example('npm run bench -- data', 'prepare tokens/s and batch-read rows/s')
     .strict()
     .help()
     .parseAsync();

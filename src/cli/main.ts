@@ -6,6 +6,7 @@ import { encodeCommand } from './commands/encode';
 import { pipelineCommand, trainCommand } from './commands/train';
 import { evalCommand } from './commands/eval';
 import { mineCommand } from './commands/mine';
+import { dataCommand } from './commands/data';
 
 export function cli(argv: string[]) {
   return yargs(argv)
@@ -20,6 +21,7 @@ export function cli(argv: string[]) {
     .command(pipelineCommand as never)
     .command(evalCommand as never)
     .command(mineCommand as never)
+    .command(dataCommand as never)
     .demandCommand(1, 'name a command (see --help)')
     .strict()
     .recommendCommands()

@@ -56,7 +56,8 @@ export function m3Step(model: M3Model, batch: M3Batch, o: M3StepOptions): M3Step
   const teacherScores = batch.teacherScores ? tf.tensor2d(batch.teacherScores, [B, G]) : undefined;
   const lossOpts: M3LossOptions = { ...o.loss, teacherScores };
   const hasHeadParams = o.loss.unified;
-  const seedFor = (stream: number, chunk: number) => (o.seed === undefined ? undefined : deriveSeed(o.seed, stream, chunk));
+  // one seed per stream; dropout masks are drawn per row (see Dropout), so sub-batching does not change them
+  const seedFor = (stream: number) => (o.seed === undefined ? undefined : deriveSeed(o.seed, stream));
   const sub = o.subBatchSize > 0 ? o.subBatchSize : Infinity;
   const qChunks = Math.ceil(B / Math.min(sub, B));
   const pChunks = Math.ceil(batch.passages.batch / Math.min(sub, batch.passages.batch));
@@ -67,8 +68,8 @@ export function m3Step(model: M3Model, batch: M3Batch, o: M3StepOptions): M3Step
       const trainable = [...params.values()].filter((v) => v.trainable);
       const { value, grads } = tf.variableGrads(() => {
         const out = m3Loss({
-          queryHidden: encoderForward(model.config, params, batch.queries, { dropoutSeed: seedFor(0, 0) }),
-          passageHidden: encoderForward(model.config, params, batch.passages, { dropoutSeed: seedFor(1, 0) }),
+          queryHidden: encoderForward(model.config, params, batch.queries, { dropoutSeed: seedFor(0) }),
+          passageHidden: encoderForward(model.config, params, batch.passages, { dropoutSeed: seedFor(1) }),
           queries: batch.queries, passages: batch.passages,
         }, hasHeadParams ? headsFromParams(params) : null, lossOpts);
         parts = Object.fromEntries(Object.entries(termsToParts(out.terms as never)).map(([k, v]) => [k, tf.keep(v.clone())]));
@@ -78,7 +79,9 @@ export function m3Step(model: M3Model, batch: M3Batch, o: M3StepOptions): M3Step
     }
     const chunked = (b: Batch, stream: number, n: number) => ({
       chunks: Math.ceil(b.batch / n),
-      encode: (i: number): Reps => ({ h: encoderForward(model.config, params, sliceBatch(b, i * n, Math.min(n, b.batch - i * n)), { dropoutSeed: seedFor(stream, i) }) }),
+      encode: (i: number): Reps => ({
+        h: encoderForward(model.config, params, sliceBatch(b, i * n, Math.min(n, b.batch - i * n)), { dropoutSeed: seedFor(stream), dropoutRowOffset: i * n }),
+      }),
     });
     const lossBatch = (reps: Record<string, Reps>) => ({
       queryHidden: reps.q.h as tf.Tensor3D, passageHidden: reps.p.h as tf.Tensor3D, queries: batch.queries, passages: batch.passages,

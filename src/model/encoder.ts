@@ -6,6 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { EncoderConfig } from './config';
+import { deriveSeed } from '../util/rng';
 import { geluTanh, linear, ops } from './ops';
 
 export type Params = Map<string, tf.Tensor>;
@@ -21,19 +22,28 @@ export interface Batch {
 export interface ForwardOptions {
   /** Parameter-name prefix, e.g. `roberta.` inside a RetroMAE checkpoint. */
   prefix?: string;
-  /** Dropout on when set; each dropout call draws seed, seed+1, ... */
+  /** Dropout on when set (training). */
   dropoutSeed?: number;
+  /** Index of this batch's first row in the whole batch (GradCache sub-batches), so masks do not depend on the split. */
+  dropoutRowOffset?: number;
 }
 
-/** Dropout that draws consecutive seeds; a no-op when not training. */
+/**
+ * Dropout whose mask for row r of the k-th call is drawn from deriveSeed(seed, k, rowOffset + r): the
+ * same rows get the same masks however a batch is split into sub-batches. A no-op when not training.
+ */
 export class Dropout {
-  private next: number;
-  constructor(private readonly seed: number | undefined) {
-    this.next = seed ?? 0;
-  }
+  private calls = 0;
+  constructor(private readonly seed: number | undefined, private readonly rowOffset = 0) {}
   apply(x: tf.Tensor, rate: number): tf.Tensor {
     if (this.seed === undefined || rate <= 0) return x;
-    return tf.dropout(x, rate, undefined, this.next++);
+    const call = this.calls++;
+    return tf.tidy(() => {
+      const [rows, ...rest] = x.shape;
+      const draws = Array.from({ length: rows }, (_, r) => tf.randomUniform([1, ...rest], 0, 1, 'float32', deriveSeed(this.seed!, call, this.rowOffset + r)));
+      const keep = tf.cast(tf.greaterEqual(rows === 1 ? draws[0] : tf.concat(draws, 0), rate), 'float32');
+      return tf.mul(x, tf.mul(keep, 1 / (1 - rate)));
+    });
   }
 }
 
@@ -71,7 +81,7 @@ export function additiveMask(b: Batch): tf.Tensor4D {
  * stream) positions run from the first non-pad position for every row.
  */
 export function embeddings(
-  cfg: EncoderConfig, params: Params, input: { ids: Batch } | { inputsEmbeds: tf.Tensor3D }, opts: ForwardOptions = {}, drop = new Dropout(opts.dropoutSeed),
+  cfg: EncoderConfig, params: Params, input: { ids: Batch } | { inputsEmbeds: tf.Tensor3D }, opts: ForwardOptions = {}, drop = new Dropout(opts.dropoutSeed, opts.dropoutRowOffset),
 ): tf.Tensor3D {
   const p = (opts.prefix ?? '') + 'embeddings.';
   return tf.tidy(() => {
@@ -93,7 +103,7 @@ export function embeddings(
     // token type ids are all 0: add row 0 (the slice keeps its gradient)
     x = tf.add(x, tf.slice(param(params, p + 'token_type_embeddings.weight'), [0, 0], [1, cfg.hidden]));
     x = ops().layerNorm(x, param(params, p + 'LayerNorm.weight'), param(params, p + 'LayerNorm.bias'), cfg.layerNormEps);
-    return tf.reshape(drop.apply(x, cfg.hiddenDropout), [batch, length, cfg.hidden]) as tf.Tensor3D;
+    return drop.apply(tf.reshape(x, [batch, length, cfg.hidden]), cfg.hiddenDropout) as tf.Tensor3D;
   });
 }
 
@@ -136,7 +146,7 @@ export function ffnBlock(cfg: EncoderConfig, params: Params, prefix: string, x: 
 /** last_hidden_state [B, L, hidden] of the encoder. */
 export function encoderForward(cfg: EncoderConfig, params: Params, b: Batch, opts: ForwardOptions = {}): tf.Tensor3D {
   return tf.tidy(() => {
-    const drop = new Dropout(opts.dropoutSeed);
+    const drop = new Dropout(opts.dropoutSeed, opts.dropoutRowOffset);
     const prefix = opts.prefix ?? '';
     const mask = additiveMask(b);
     let x = embeddings(cfg, params, { ids: b }, opts, drop);

@@ -1,0 +1,51 @@
+/**
+ * Loads the libtorch N-API addon (native/, built by `npm install` when libtorch is present) and gives its
+ * exports types. Everything else in this folder talks to libtorch through this object.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+
+/** The addon's exports (native/src/addon.cc). Tensors are integer handles into the addon's table. */
+export interface TorchAddon {
+  /** Resolves an ATen operator by schema name, e.g. ('aten::add', 'Tensor'); returns an operator id. */
+  op(name: string, overload?: string): number;
+  /** Calls an operator; tensors are passed and returned as handles; several returns come as an array. */
+  call(opId: number, args: unknown[]): unknown;
+  fromArray(values: Float32Array | Int32Array | Uint8Array, shape: number[], scalarType: number, device: string): number;
+  toArray(handle: number): Float32Array | Int32Array | Uint8Array;
+  free(handle: number): void;
+  /** [scalarTypeCode, ...shape] */
+  meta(handle: number): number[];
+  liveHandles(): number;
+  setThreads(intraOp: number, blas?: number): { intraOp: number; blasSet: boolean };
+  version(): string;
+  cudaAvailable(): boolean;
+  dtypeCodes: { float32: number; int32: number; bool: number; int64: number; float64: number; uint8: number };
+}
+
+/** Where the build puts the addon (node-gyp's Release output). */
+export const ADDON_PATH = path.resolve(__dirname, '..', '..', '..', 'native', 'build', 'Release', 'm3_torch.node');
+
+let cached: TorchAddon | undefined;
+
+/** The addon, or a one-line reason why it cannot be loaded. Never throws. */
+export function loadAddon(): TorchAddon | string {
+  if (cached) return cached;
+  // From dist/src/backend/torch the relative path is one level deeper; accept both layouts.
+  const candidates = [ADDON_PATH, path.resolve(__dirname, '..', '..', '..', '..', 'native', 'build', 'Release', 'm3_torch.node')];
+  const file = candidates.find((f) => fs.existsSync(f));
+  if (!file) return 'addon not built (libtorch was not found at npm install; install libtorch-dev or set LIBTORCH_DIR, then npm run build:native)';
+  try {
+    cached = require(file) as TorchAddon;
+    return cached;
+  } catch (e) {
+    const msg = (e as Error).message.split('\n')[0];
+    return /lib(torch|c10)/.test(msg) ? `libtorch missing at run time: ${msg}` : `addon failed to load: ${msg}`;
+  }
+}
+
+/** The loaded addon; only valid after loadAddon() succeeded. */
+export function addon(): TorchAddon {
+  if (!cached) throw new Error('torch addon is not loaded');
+  return cached;
+}

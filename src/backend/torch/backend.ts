@@ -1,0 +1,174 @@
+/**
+ * The TF.js `torch` backend: a KernelBackend whose tensors are libtorch tensors in the addon's handle
+ * table, keyed by TF.js dataId. Data crosses to JS only when read (`readSync`/`read`). String and complex64
+ * tensors (neither is used in training) stay as JS values and their kernels run on the cpu fallback.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { addon } from './addon';
+import { aten, Handle } from './aten';
+
+type NativeDtype = 'float32' | 'int32' | 'bool';
+type DataId = object;
+
+interface TensorData {
+  /** Addon handle; 0 for JS-resident (string, complex64) tensors. */
+  handle: Handle;
+  shape: number[];
+  dtype: tf.DataType;
+  refCount: number;
+  /** Only for string and complex64 tensors (JS-resident). */
+  values?: tf.backend_util.BackendValues;
+}
+
+const toType = aten('_to_copy');
+
+function typedFor(values: tf.backend_util.BackendValues | null | undefined, dtype: NativeDtype, size: number): Float32Array | Int32Array | Uint8Array {
+  const Ctor = dtype === 'float32' ? Float32Array : dtype === 'int32' ? Int32Array : Uint8Array;
+  if (values == null) return new Ctor(size);
+  if (values instanceof Ctor) return values;
+  return Ctor.from(values as ArrayLike<number>);
+}
+
+export class TorchBackend extends tf.KernelBackend {
+  readonly data: tf.DataStorage<TensorData>;
+  readonly device: 'cpu' | 'cuda';
+  private readonly codes = addon().dtypeCodes;
+  private readonly dtypeOfCode = new Map<number, string>(Object.entries(addon().dtypeCodes).map(([k, v]) => [v, k]));
+
+  constructor(device: 'cpu' | 'cuda') {
+    super();
+    this.device = device;
+    this.data = new tf.DataStorage(this, tf.engine());
+  }
+
+  // ---- storage -------------------------------------------------------------------------------------
+  write(values: tf.backend_util.BackendValues, shape: number[], dtype: tf.DataType): DataId {
+    const dataId = {};
+    this.data.set(dataId, this.upload(values, shape, dtype, 1));
+    return dataId;
+  }
+
+  move(dataId: DataId, values: tf.backend_util.BackendValues, shape: number[], dtype: tf.DataType, refCount: number): void {
+    this.data.set(dataId, this.upload(values, shape, dtype, refCount));
+  }
+
+  private upload(values: tf.backend_util.BackendValues | null | undefined, shape: number[], dtype: tf.DataType, refCount: number): TensorData {
+    // libtorch has no strings, and TF.js's complex layout (interleaved re/im) is only used by the cpu
+    // fallback kernels: both stay as JS values.
+    if (dtype === 'string') return { handle: 0, shape, dtype, refCount, values: values ?? [] };
+    if (dtype === 'complex64') return { handle: 0, shape, dtype, refCount, values: values ?? new Float32Array(2 * shape.reduce((a, b) => a * b, 1)) };
+    const size = shape.reduce((a, b) => a * b, 1);
+    const handle = addon().fromArray(typedFor(values, dtype, size), shape, this.codes[dtype], this.device);
+    return { handle, shape, dtype, refCount };
+  }
+
+  makeTensorInfo(shape: number[], dtype: tf.DataType, values?: tf.backend_util.BackendValues | string[]): tf.TensorInfo {
+    let stored = values as tf.backend_util.BackendValues | undefined;
+    if (dtype === 'string' && values != null && values.length > 0 && typeof values[0] === 'string') {
+      stored = (values as unknown as string[]).map((s) => tf.util.encodeString(s));
+    }
+    return { dataId: this.write(stored as tf.backend_util.BackendValues, shape, dtype), shape, dtype };
+  }
+
+  readSync(dataId: DataId): tf.backend_util.BackendValues {
+    const d = this.data.get(dataId);
+    if (d.values !== undefined) return d.values;
+    return addon().toArray(d.handle);
+  }
+
+  async read(dataId: DataId): Promise<tf.backend_util.BackendValues> {
+    return this.readSync(dataId);
+  }
+
+  disposeData(dataId: DataId, force = false): boolean {
+    if (!this.data.has(dataId)) return true;
+    const d = this.data.get(dataId);
+    d.refCount--;
+    if (!force && d.refCount > 0) return false;
+    if (d.handle) addon().free(d.handle);
+    this.data.delete(dataId);
+    return true;
+  }
+
+  disposeIntermediateTensorInfo(info: tf.TensorInfo): void {
+    this.disposeData(info.dataId);
+  }
+
+  refCount(dataId: DataId): number {
+    return this.data.has(dataId) ? this.data.get(dataId).refCount : 0;
+  }
+
+  incRef(dataId: DataId): void {
+    this.data.get(dataId).refCount++;
+  }
+
+  numDataIds(): number {
+    return this.data.numDataIds();
+  }
+
+  memory(): { unreliable: boolean; reasons?: string[]; nativeHandles: number } {
+    return { unreliable: false, nativeHandles: addon().liveHandles() };
+  }
+
+  timerAvailable(): boolean {
+    return true;
+  }
+
+  async time(f: () => void): Promise<tf.BackendTimingInfo> {
+    // Kernels run synchronously on the calling thread (CPU), so wall time around f is kernel time.
+    // On CUDA the launches are asynchronous; this then measures launch time, as tfjs-node does.
+    const start = process.hrtime.bigint();
+    f();
+    return { kernelMs: Number(process.hrtime.bigint() - start) / 1e6 };
+  }
+
+  floatPrecision(): 32 {
+    return 32;
+  }
+
+  epsilon(): number {
+    return 1e-7;
+  }
+
+  dispose(): void {
+    // Tensors are freed through disposeData; the addon's table outlives a backend instance.
+  }
+
+  // ---- helpers for kernels --------------------------------------------------------------------------
+  /** The libtorch handle behind a TensorInfo. */
+  h(info: tf.TensorInfo): Handle {
+    const d = this.data.get(info.dataId);
+    if (!d.handle) throw new Error(`${info.dtype} tensors have no libtorch data (kernels take numeric tensors)`);
+    return d.handle;
+  }
+
+  /**
+   * Registers a handle an ATen op returned as a new TF.js tensor of `dtype`. ATen sometimes answers in a
+   * wider or different type (int64 indices, float results of integer inputs): those are converted here
+   * so every stored tensor has exactly its TF.js dtype.
+   */
+  out(handle: Handle, dtype: tf.DataType): tf.TensorInfo {
+    const meta = addon().meta(handle);
+    const want = this.codes[dtype as NativeDtype];
+    if (want === undefined) throw new Error(`torch backend cannot produce ${dtype} tensors`);
+    if (meta[0] !== want) {
+      const converted = toType(handle, want) as Handle;
+      addon().free(handle);
+      handle = converted;
+    }
+    const shape = meta.slice(1);
+    const dataId = {};
+    this.data.set(dataId, { handle, shape, dtype, refCount: 1 });
+    return { dataId, shape, dtype };
+  }
+
+  /** Frees handles of intermediate results a kernel made and no tensor owns. */
+  free(...handles: Handle[]): void {
+    for (const h of handles) addon().free(h);
+  }
+
+  /** The TF.js dtype of a raw handle (for kernels that inspect what ATen produced). */
+  dtypeOf(handle: Handle): string {
+    return this.dtypeOfCode.get(addon().meta(handle)[0]) ?? 'unknown';
+  }
+}

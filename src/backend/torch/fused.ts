@@ -1,0 +1,105 @@
+/**
+ * Fused transformer ops with a native backward, for use when the active backend is `torch`:
+ * each is a tf.customGrad over a forward and a backward kernel (kernels/fused.ts). On any other backend
+ * they compute the same thing with TF.js composites, so callers need not branch.
+ *
+ * `torchFusedOps` matches src/model/ops.ts's `Ops` (layerNorm, gelu): pass it to `setFusedOps` when torch
+ * is selected.
+ */
+import * as tf from '@tensorflow/tfjs';
+
+const onTorch = (): boolean => tf.getBackend() === 'torch';
+
+/** tf.customGrad's parameter type (not exported by @tensorflow/tfjs). */
+type CustomGradientFunc = Parameters<typeof tf.customGrad>[0];
+
+/** LayerNorm over the last axis (biased variance, PyTorch semantics). */
+export function layerNorm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: number): tf.Tensor {
+  if (!onTorch()) {
+    return tf.tidy(() => {
+      const centered = tf.sub(x, tf.mean(x, -1, true));
+      const variance = tf.mean(tf.square(centered), -1, true);
+      return tf.add(tf.mul(tf.mul(centered, tf.rsqrt(tf.add(variance, eps))), gamma), beta);
+    });
+  }
+  // A customGrad per call closes over eps (customGrad passes tensors only); making one is cheap.
+  const fused = tf.customGrad(((xx: tf.Tensor, g: tf.Tensor, bb: tf.Tensor, save: tf.GradSaveFunc) => {
+    const [y, mean, rstd] = tf.engine().runKernel('TorchLayerNorm', { x: xx, gamma: g, beta: bb }, { eps }) as tf.Tensor[];
+    save([xx, g, mean, rstd]);
+    return {
+      value: y,
+      gradFunc: (dy: tf.Tensor, [sx, sg, smean, srstd]: tf.Tensor[]) =>
+        tf.engine().runKernel('TorchLayerNormGrad', { dy, x: sx, gamma: sg, mean: smean, rstd: srstd }, {}) as tf.Tensor[],
+    };
+  }) as unknown as CustomGradientFunc) as (...args: tf.Tensor[]) => tf.Tensor;
+  return fused(x, gamma, beta);
+}
+
+const geluGrad = tf.customGrad(((x: tf.Tensor, save: tf.GradSaveFunc) => {
+  save([x]);
+  return {
+    value: tf.engine().runKernel('TorchGelu', { x }, {}) as tf.Tensor,
+    gradFunc: (dy: tf.Tensor, [sx]: tf.Tensor[]) => tf.engine().runKernel('TorchGeluGrad', { dy, x: sx }, {}) as tf.Tensor,
+  };
+}) as unknown as CustomGradientFunc) as (x: tf.Tensor) => tf.Tensor;
+
+/** Exact (erf) GELU. */
+export function gelu(x: tf.Tensor): tf.Tensor {
+  if (!onTorch()) return tf.tidy(() => tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1)));
+  return geluGrad(x);
+}
+
+/**
+ * softmax(q·kᵀ·scale + mask)·v for q [..., Lq, D], k and v [..., Lk, D], and an additive mask that
+ * broadcasts to [..., Lq, Lk] (e.g. [B, 1, 1, Lk]). No dropout on the probabilities.
+ */
+export function attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, mask: tf.Tensor, scale: number): tf.Tensor {
+  if (!onTorch()) {
+    return tf.tidy(() => {
+      const scores = tf.add(tf.mul(tf.matMul(q, k, false, true), scale), mask);
+      return tf.matMul(tf.softmax(scores), v);
+    });
+  }
+  const fused = tf.customGrad(((qq: tf.Tensor, kk: tf.Tensor, vv: tf.Tensor, mm: tf.Tensor, save: tf.GradSaveFunc) => {
+    const [out, probs] = tf.engine().runKernel('TorchAttention', { q: qq, k: kk, v: vv, mask: mm }, { scale }) as tf.Tensor[];
+    save([qq, kk, vv, probs, mm]);
+    return {
+      value: out,
+      gradFunc: (dy: tf.Tensor, [sq, sk, sv, sp, sm]: tf.Tensor[]) =>
+        tf.engine().runKernel('TorchAttentionGrad', { dy, q: sq, k: sk, v: sv, probs: sp, mask: sm }, { scale }) as tf.Tensor[],
+    };
+  }) as unknown as CustomGradientFunc) as (...args: tf.Tensor[]) => tf.Tensor;
+  return fused(q, k, v, mask);
+}
+
+/**
+ * −log softmax(logits)[target] per row: logits [N, C], int32 targets [N] → [N]. Rows whose target is
+ * `ignoreIndex` give 0 (and no gradient), as PyTorch's cross_entropy with reduction 'none'.
+ */
+export function softmaxCrossEntropy(logits: tf.Tensor2D, targets: tf.Tensor1D, ignoreIndex = -100): tf.Tensor1D {
+  if (targets.dtype !== 'int32') throw new Error('softmaxCrossEntropy: targets must be int32');
+  if (!onTorch()) {
+    return tf.tidy(() => {
+      const [, c] = logits.shape;
+      const keep = tf.notEqual(targets, tf.scalar(ignoreIndex, 'int32'));
+      const safe = tf.where(keep, targets, tf.zerosLike(targets));
+      const picked = tf.sum(tf.mul(tf.logSoftmax(logits), tf.oneHot(safe, c)), -1);
+      return tf.mul(tf.neg(picked), tf.cast(keep, 'float32')) as tf.Tensor1D;
+    });
+  }
+  const fused = tf.customGrad(((z: tf.Tensor, t: tf.Tensor, save: tf.GradSaveFunc) => {
+    const [loss, logp] = tf.engine().runKernel('TorchSoftmaxCrossEntropy', { logits: z, targets: t }, { ignoreIndex }) as tf.Tensor[];
+    save([logp, t]);
+    return {
+      value: loss,
+      gradFunc: (dy: tf.Tensor, [slogp, st]: tf.Tensor[]) => [
+        tf.engine().runKernel('TorchSoftmaxCrossEntropyGrad', { dy, logp: slogp, targets: st }, { ignoreIndex }) as tf.Tensor,
+        tf.zerosLike(st),
+      ],
+    };
+  }) as unknown as CustomGradientFunc) as (...args: tf.Tensor[]) => tf.Tensor;
+  return fused(logits, targets) as tf.Tensor1D;
+}
+
+/** Drop-in for src/model/ops.ts's Ops when the torch backend is active. */
+export const torchFusedOps = { layerNorm, gelu };

@@ -1,0 +1,82 @@
+/**
+ * Fused kernels for the transformer's hot paths, each a forward kernel and its backward kernel over
+ * libtorch's own implementations (the ones PyTorch's autograd calls). ../fused.ts wraps each pair in
+ * tf.customGrad. Forward kernels also return what the backward needs (LayerNorm's mean and 1/σ, the
+ * attention probabilities, the log-probabilities) so TF.js owns their lifetime like any saved tensor.
+ */
+import { aten, Handle } from '../aten';
+import { kernel } from '../registry';
+import { code, scoped, toDtype } from './util';
+
+const nativeLayerNorm = aten('native_layer_norm');
+const nativeLayerNormBackward = aten('native_layer_norm_backward');
+kernel('TorchLayerNorm', ({ x, gamma, beta }, b, { eps }) => {
+  const normalized = [x.shape[x.shape.length - 1]];
+  const [y, mean, rstd] = nativeLayerNorm(b.h(x), normalized, b.h(gamma), b.h(beta), eps) as Handle[];
+  return [b.out(y, 'float32'), b.out(mean, 'float32'), b.out(rstd, 'float32')];
+});
+kernel('TorchLayerNormGrad', ({ dy, x, gamma, mean, rstd }, b) => {
+  const normalized = [x.shape[x.shape.length - 1]];
+  const [dx, dgamma, dbeta] = nativeLayerNormBackward(b.h(dy), b.h(x), normalized, b.h(mean), b.h(rstd), b.h(gamma), null, [true, true, true]) as Handle[];
+  return [b.out(dx, 'float32'), b.out(dgamma, 'float32'), b.out(dbeta, 'float32')];
+});
+
+const gelu = aten('gelu');
+const geluBackward = aten('gelu_backward');
+kernel('TorchGelu', ({ x }, b) => b.out(gelu(b.h(x), 'none'), 'float32'));
+kernel('TorchGeluGrad', ({ dy, x }, b) => b.out(geluBackward(b.h(dy), b.h(x), 'none'), 'float32'));
+
+// Attention: probs = softmax(q·kᵀ·scale + mask), out = probs·v, for q [..., Lq, D], k/v [..., Lk, D] and an
+// additive mask broadcasting to [..., Lq, Lk].
+const matmul = aten('matmul');
+const transpose = aten('transpose.int');
+const mulScalar = aten('mul.Scalar');
+const addTensor = aten('add.Tensor');
+const softmax = aten('_softmax');
+const softmaxBackward = aten('_softmax_backward_data');
+const sumToSize = aten('sum_to_size');
+kernel('TorchAttention', ({ q, k, v, mask }, b, { scale }) =>
+  scoped((tmp) => {
+    const scores = tmp(addTensor(tmp(mulScalar(tmp(matmul(b.h(q), tmp(transpose(b.h(k), -1, -2)))), scale)), b.h(mask)));
+    const probs = softmax(scores, -1, false);
+    return [b.out(matmul(probs, b.h(v)), 'float32'), b.out(probs, 'float32')];
+  }),
+);
+kernel('TorchAttentionGrad', ({ dy, q, k, v, probs, mask }, b, { scale }) =>
+  scoped((tmp) => {
+    const p = b.h(probs);
+    const dv = matmul(tmp(transpose(p, -1, -2)), b.h(dy));
+    const dp = tmp(matmul(b.h(dy), tmp(transpose(b.h(v), -1, -2))));
+    const dscores = tmp(softmaxBackward(dp, p, -1, code('float32')));
+    const dq = mulScalar(tmp(matmul(dscores, b.h(k))), scale);
+    const dk = mulScalar(tmp(matmul(tmp(transpose(dscores, -1, -2)), b.h(q))), scale);
+    const dmask = sumToSize(dscores, mask.shape); // the mask is usually constant; its gradient is cheap
+    return [b.out(dq, 'float32'), b.out(dk, 'float32'), b.out(dv, 'float32'), b.out(dmask, 'float32')];
+  }),
+);
+
+// Softmax cross-entropy with integer targets, per row (reduction 'none'); rows whose target equals
+// ignoreIndex give 0 and no gradient, as in PyTorch.
+const logSoftmax = aten('_log_softmax');
+const logSoftmaxBackward = aten('_log_softmax_backward_data');
+const nllForward = aten('nll_loss_forward');
+const nllBackward = aten('nll_loss_backward');
+const REDUCTION_NONE = 0;
+kernel('TorchSoftmaxCrossEntropy', ({ logits, targets }, b, { ignoreIndex }) =>
+  scoped((tmp) => {
+    const logp = logSoftmax(b.h(logits), -1, false);
+    const t = tmp(toDtype(b.h(targets), code('int64')));
+    const [loss, totalWeight] = nllForward(logp, t, null, REDUCTION_NONE, ignoreIndex) as Handle[];
+    tmp(totalWeight);
+    return [b.out(loss, 'float32'), b.out(logp, 'float32')];
+  }),
+);
+const fullLike = aten('full');
+kernel('TorchSoftmaxCrossEntropyGrad', ({ dy, logp, targets }, b, { ignoreIndex }) =>
+  scoped((tmp) => {
+    const t = tmp(toDtype(b.h(targets), code('int64')));
+    const totalWeight = tmp(fullLike([], 1, code('float32'), null, b.device)); // unused with reduction 'none'
+    const dlogp = tmp(nllBackward(b.h(dy), b.h(logp), t, null, REDUCTION_NONE, ignoreIndex, totalWeight));
+    return b.out(logSoftmaxBackward(dlogp, b.h(logp), -1, code('float32')), 'float32');
+  }),
+);

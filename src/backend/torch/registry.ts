@@ -1,0 +1,126 @@
+/**
+ * Kernel registration for the `torch` backend. Kernel families (kernels/*.ts) call `kernel(name, fn)`;
+ * `registerKernels()` registers them with TF.js. Every TF.js kernel the cpu backend has and torch does
+ * not is registered as a *fallback*: inputs are read into JS, the cpu kernel runs, results are uploaded.
+ * Fallbacks keep rarely used ops working (strings, image ops, convolutions) and are counted so tests can
+ * assert a training step never takes one.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { TorchBackend } from './backend';
+
+export const BACKEND_NAME = 'torch';
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type Attrs = any;
+/** Kernel inputs by name; TF.js's NamedTensorInfoMap allows undefined entries, kernels check optional ones. */
+export type Inputs = Record<string, tf.TensorInfo>;
+export type TorchKernelFunc = (inputs: Inputs, backend: TorchBackend, attrs: Attrs) => tf.TensorInfo | tf.TensorInfo[];
+
+const nativeKernels = new Map<string, TorchKernelFunc>();
+const fallbackCounts = new Map<string, number>();
+
+/** Declares a native kernel (called at module load by the kernel family files). */
+export function kernel(kernelName: string, fn: TorchKernelFunc): void {
+  nativeKernels.set(kernelName, fn);
+}
+
+export function nativeKernelNames(): string[] {
+  return [...nativeKernels.keys()].sort();
+}
+
+/** How many times each kernel ran through the cpu fallback since the last reset. */
+export function fallbackStats(): Record<string, number> {
+  return Object.fromEntries(fallbackCounts);
+}
+
+export function resetFallbackStats(): void {
+  fallbackCounts.clear();
+}
+
+function cpuBackend(): tf.KernelBackend {
+  const cpu = tf.engine().findBackend('cpu');
+  if (!cpu) throw new Error('the cpu backend (needed for torch fallbacks) is not available');
+  return cpu;
+}
+
+/**
+ * Runs TF.js's cpu kernel on copies of the inputs and uploads the results. Native kernels call this too
+ * for attribute combinations libtorch cannot express (counted the same way).
+ */
+export function runOnCpu(kernelName: string, inputs: tf.NamedTensorInfoMap, backend: TorchBackend, attrs: Attrs): tf.TensorInfo | tf.TensorInfo[] {
+  const config = tf.getKernel(kernelName, 'cpu');
+  if (!config) throw new Error(`kernel ${kernelName} is implemented neither by torch nor by cpu`);
+  fallbackCounts.set(kernelName, (fallbackCounts.get(kernelName) ?? 0) + 1);
+  const cpu = cpuBackend();
+  const cpuIds = new Set<object>();
+  // Some cpu kernels read `rank`/`size` (they were handed Tensors by their ops), and list-input kernels
+  // (Concat, Pack, Einsum, ...) receive an array, which must stay an array.
+  const move = (t: tf.TensorInfo) => {
+    const values = backend.readSync(t.dataId);
+    let dataId: object;
+    if (t.dtype === 'complex64') {
+      // The cpu backend keeps complex tensors as separate real and imaginary parts; its Complex kernel
+      // builds one from two float tensors.
+      const { real, imag } = tf.backend_util.splitRealAndImagArrays(values as Float32Array);
+      const parts = [cpu.write(real, t.shape, 'float32'), cpu.write(imag, t.shape, 'float32')];
+      const info = tf.getKernel('Complex', 'cpu')!.kernelFunc({
+        inputs: { real: { dataId: parts[0], shape: t.shape, dtype: 'float32' }, imag: { dataId: parts[1], shape: t.shape, dtype: 'float32' } },
+        backend: cpu,
+        attrs: {},
+      }) as tf.TensorInfo;
+      parts.forEach((id) => cpuIds.add(id));
+      dataId = info.dataId;
+    } else dataId = cpu.write(values, t.shape, t.dtype);
+    cpuIds.add(dataId);
+    return { dataId, shape: t.shape, dtype: t.dtype, rank: t.shape.length, size: tf.util.sizeFromShape(t.shape) };
+  };
+  // Inputs are a name -> tensor map whose entries may be lists (RaggedGather's splits), or a plain list.
+  const moveEntry = (t: tf.TensorInfo | tf.TensorInfo[]) => (Array.isArray(t) ? t.map(move) : move(t));
+  let moved: tf.NamedTensorInfoMap;
+  if (Array.isArray(inputs)) moved = (inputs as tf.TensorInfo[]).map(move) as unknown as tf.NamedTensorInfoMap;
+  else {
+    moved = {};
+    for (const [name, t] of Object.entries(inputs)) if (t != null) moved[name] = moveEntry(t) as tf.TensorInfo;
+  }
+  try {
+    const result = config.kernelFunc({ inputs: moved, attrs, backend: cpu });
+    const outs = Array.isArray(result) ? result : [result];
+    const uploaded = outs.map((o) => {
+      cpuIds.add(o.dataId);
+      return backend.makeTensorInfo(o.shape, o.dtype, cpu.readSync(o.dataId));
+    });
+    return Array.isArray(result) ? uploaded : uploaded[0];
+  } finally {
+    for (const id of cpuIds) cpu.disposeData(id, true);
+  }
+}
+
+let registered = false;
+
+export function registerKernels(): void {
+  if (registered) return;
+  registered = true;
+  for (const [kernelName, fn] of nativeKernels) {
+    tf.registerKernel({
+      kernelName,
+      backendName: BACKEND_NAME,
+      kernelFunc: ({ inputs, backend, attrs }) => {
+        const b = backend as TorchBackend;
+        // String and complex tensors live in JS (torch stores float32/int32/bool): they take the cpu path.
+        for (const k in inputs) {
+          const dtype = inputs[k]?.dtype;
+          if (dtype === 'string' || dtype === 'complex64') return runOnCpu(kernelName, inputs, b, attrs);
+        }
+        return fn(inputs as Inputs, b, attrs);
+      },
+    });
+  }
+  for (const config of tf.getKernelsForBackend('cpu')) {
+    if (nativeKernels.has(config.kernelName)) continue;
+    tf.registerKernel({
+      kernelName: config.kernelName,
+      backendName: BACKEND_NAME,
+      kernelFunc: ({ inputs, backend, attrs }) => runOnCpu(config.kernelName, inputs, backend as TorchBackend, attrs),
+    });
+  }
+}

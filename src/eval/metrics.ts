@@ -8,7 +8,7 @@
  *  - Recall@k (`recall.k`): relevant documents in the top k / relevant documents judged;
  *  - MRR@k: `recip_rank` on the run cut to each query's top k (trec_eval's recip_rank has no cut-off);
  *  - relevant = grade ≥ 1; averages are over the queries that are both in the run and in the qrels
- *    (trec_eval without -c).
+ *    (trec_eval without -c); a query whose list is empty counts, with 0 for every metric.
  */
 
 /** query id → doc id → graded judgement. */
@@ -83,7 +83,9 @@ export function evaluateRun(qrels: Qrels, run: Run): RunEvaluation {
   const sum: RetrievalMetrics = { 'ndcg@10': 0, 'recall@100': 0, 'mrr@10': 0 };
   for (const [qid, docs] of run) {
     const judged = qrels.get(qid);
-    if (!judged || docs.length === 0) continue; // trec_eval only sees queries with at least one retrieved doc
+    // A query with an empty list is present and scores 0 (a sparse search may match nothing); a run file
+    // cannot express such a query, so for runs read from files this is exactly trec_eval's set.
+    if (!judged) continue;
     const ranked = trecOrder(docs);
     const m: RetrievalMetrics = {
       'ndcg@10': ndcgAt(ranked, judged, 10),

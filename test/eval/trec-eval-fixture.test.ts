@@ -90,4 +90,8 @@ test('queries absent from the qrels are not averaged; graded gains are linear', 
   const r = evaluateRun(new Map([['q1', judged]]), new Map([['q1', ranked], ['q-unjudged', ranked]]));
   expect([...r.perQuery.keys()]).toEqual(['q1']);
   expect(r.mean['mrr@10']).toBe(1);
+  // a judged query with nothing retrieved (a sparse search that matched no token) counts as 0
+  const withEmpty = evaluateRun(new Map([['q1', judged], ['q2', judged]]), new Map([['q1', ranked], ['q2', []]]));
+  expect(withEmpty.perQuery.get('q2')).toEqual({ 'ndcg@10': 0, 'recall@100': 0, 'mrr@10': 0 });
+  expect(withEmpty.mean['mrr@10']).toBe(0.5);
 });

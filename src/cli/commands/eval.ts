@@ -51,7 +51,7 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
     .option('max-length', { type: 'number', default: DEFAULT_MAX_LENGTH, describe: 'document truncation in tokens (capped by the model)' })
     .option('query-max-length', { type: 'number', describe: 'query truncation in tokens (default: --max-length)' })
     .option('top-k', { type: 'number', default: DEFAULT_TOP_K, describe: 'documents per query in each run, and the depth of each retriever that hybrids combine' })
-    .option('batch-size', { type: 'number', default: 32 })
+    .option('batch-size', { type: 'number', default: 32, describe: 'texts per encoder batch' })
     .option('max-queries', { type: 'number', describe: 'evaluate only the first N judged queries (qrels order)' })
     .option('run-file', { type: 'string', describe: 'write TREC runs (full-precision scores, tag m3-<mode>); with several modes one file per mode, named FILE with .<mode> before the extension' })
     .option('json', { type: 'string', describe: 'write {"<mode>": {"ndcg@10", "recall@100", "mrr@10"}} to this file' })

@@ -42,7 +42,7 @@ export const mineCommand: CommandModule<object, MineArgs> = {
     .option('negatives', { type: 'number', default: 15, describe: 'negatives per query' })
     .option('max-length', { type: 'number', default: DEFAULT_MAX_LENGTH, describe: 'passage truncation in tokens' })
     .option('query-max-length', { type: 'number', describe: 'query truncation in tokens (default: --max-length)' })
-    .option('batch-size', { type: 'number', default: 32 })
+    .option('batch-size', { type: 'number', default: 32, describe: 'texts per encoder batch' })
     .option('seed', { type: 'number', default: 42, describe: 'seed of the random draws (same seed, same output)' })
     .example('$0 mine --model ./bge-m3 --input train.jsonl --corpus corpus.jsonl --range 2-200 --negatives 15', 'writes train_minedHN.jsonl')
     .example('$0 mine --model ./m --input train.jsonl --range 10-210 --negatives 7 --output mined.jsonl', 'pool = the texts of train.jsonl') as never,

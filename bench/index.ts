@@ -7,6 +7,7 @@ import yargs from 'yargs';
 const BENCHES: Record<string, () => Promise<{ run(args: Record<string, unknown>): Promise<void> }>> = {
   encode: async () => import('./encode'),
   data: async () => import('./data'),
+  train: async () => import('./train'),
   eval: async () => import('./eval'),
 };
 
@@ -16,8 +17,13 @@ export async function main(argv: string[]): Promise<void> {
     .command('$0 <name>', 'run a benchmark', (y) => y.positional('name', { choices: Object.keys(BENCHES), type: 'string' }))
     .option('json', { type: 'boolean', describe: 'one JSON object per measurement on stdout' })
     .option('backend', { type: 'string', describe: 'only this backend (default: every available one)' })
+    .option('model', { type: 'string', describe: 'train: bench-small (default) or bge-m3' })
+    .option('steps', { type: 'number', describe: 'train: timed steps (≥ 5)' })
+    .option('baseline', { type: 'boolean', default: true, describe: 'train: also run the PyTorch baseline (--no-baseline to skip)' })
+    .option('child', { type: 'boolean', hidden: true })
     .example('npm run bench -- encode', 'encoding throughput per backend')
     .example('npm run bench -- data', 'prepare tokens/s and batch-read rows/s')
+    .example('npm run bench -- train --json', 'bench-small step time per backend and the PyTorch baseline')
     .strict()
     .help()
     .parseAsync();

@@ -25,11 +25,11 @@ export function layerNorm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: 
   // A customGrad per call closes over eps (customGrad passes tensors only); making one is cheap.
   const fused = tf.customGrad(((xx: tf.Tensor, g: tf.Tensor, bb: tf.Tensor, save: tf.GradSaveFunc) => {
     const [y, mean, rstd] = tf.engine().runKernel('TorchLayerNorm', { x: xx, gamma: g, beta: bb }, { eps }) as tf.Tensor[];
-    save([xx, g, mean, rstd]);
+    save([xx, g, bb, mean, rstd]);
     return {
       value: y,
-      gradFunc: (dy: tf.Tensor, [sx, sg, smean, srstd]: tf.Tensor[]) =>
-        tf.engine().runKernel('TorchLayerNormGrad', { dy, x: sx, gamma: sg, mean: smean, rstd: srstd }, {}) as tf.Tensor[],
+      gradFunc: (dy: tf.Tensor, [sx, sg, sb, smean, srstd]: tf.Tensor[]) =>
+        tf.engine().runKernel('TorchLayerNormGrad', { dy, x: sx, gamma: sg, beta: sb, mean: smean, rstd: srstd }, {}) as tf.Tensor[],
     };
   }) as unknown as CustomGradientFunc) as (...args: tf.Tensor[]) => tf.Tensor;
   return fused(x, gamma, beta);

@@ -81,7 +81,7 @@ binary('Sub', sub, upcast);
 binary('Multiply', mulTensor, upcast);
 binary('RealDiv', aten('div.Tensor'), () => 'float32');
 const divMode = aten('div.Tensor_mode');
-binary('FloorDiv', (a, b) => divMode(a, b, 'floor'), upcast);
+binary('FloorDiv', (a, b) => divMode(a, b, 'floor'), () => 'int32'); // TF.js's floorDiv always yields int32
 binary('Maximum', aten('maximum'), upcast);
 binary('Minimum', aten('minimum'), upcast);
 binary('Mod', aten('remainder.Tensor'), upcast); // TF.js mod is floor-mod: the sign follows the divisor

@@ -15,9 +15,10 @@ kernel('TorchLayerNorm', ({ x, gamma, beta }, b, { eps }) => {
   const [y, mean, rstd] = nativeLayerNorm(b.h(x), normalized, b.h(gamma), b.h(beta), eps) as Handle[];
   return [b.out(y, 'float32'), b.out(mean, 'float32'), b.out(rstd, 'float32')];
 });
-kernel('TorchLayerNormGrad', ({ dy, x, gamma, mean, rstd }, b) => {
+kernel('TorchLayerNormGrad', ({ dy, x, gamma, beta, mean, rstd }, b) => {
   const normalized = [x.shape[x.shape.length - 1]];
-  const [dx, dgamma, dbeta] = nativeLayerNormBackward(b.h(dy), b.h(x), normalized, b.h(mean), b.h(rstd), b.h(gamma), null, [true, true, true]) as Handle[];
+  // ATen sizes the bias gradient from `bias`, so it must be passed although its values are not used.
+  const [dx, dgamma, dbeta] = nativeLayerNormBackward(b.h(dy), b.h(x), normalized, b.h(mean), b.h(rstd), b.h(gamma), b.h(beta), [true, true, true]) as Handle[];
   return [b.out(dx, 'float32'), b.out(dgamma, 'float32'), b.out(dbeta, 'float32')];
 });
 

@@ -1,0 +1,34 @@
+import * as fs from 'fs';
+import * as tf from '@tensorflow/tfjs';
+import { loadTorchBackend } from '../../../src/backend/torch';
+import { ADDON_PATH } from '../../../src/backend/torch/addon';
+import { libtorchInstalled, loaded } from './setup';
+
+describe('loadTorchBackend', () => {
+  test('loads exactly when libtorch is installed (and the install built the addon), else says why', () => {
+    if (libtorchInstalled) {
+      expect(loaded).toEqual({ ok: true });
+      expect(fs.existsSync(ADDON_PATH)).toBe(true);
+    } else {
+      expect(loaded.ok).toBe(false);
+      expect((loaded as { reason: string }).reason).toMatch(/addon not built|libtorch/);
+    }
+  });
+
+  test('is idempotent and never throws, also for cuda', () => {
+    expect(loadTorchBackend('cpu')).toEqual(loaded);
+    const cuda = loadTorchBackend('cuda');
+    // The torch backend is registered once, on one device; this checkout's libtorch is CPU-only.
+    expect(cuda.ok).toBe(false);
+    expect((cuda as { reason: string }).reason).toMatch(/\S/);
+  });
+
+  (loaded.ok ? test : test.skip)('registers a backend named torch that TF.js can select', async () => {
+    expect(tf.findBackendFactory('torch')).toBeDefined();
+    expect(await tf.setBackend('torch')).toBe(true);
+    expect(tf.getBackend()).toBe('torch');
+    const y = tf.matMul(tf.tensor2d([[1, 2], [3, 4]]), tf.tensor2d([[0.5, -1], [2, 0.25]]), false, true);
+    expect(Array.from(y.dataSync())).toEqual([-1.5, 2.5, -2.5, 7]);
+    y.dispose();
+  });
+});

@@ -15,7 +15,8 @@
  */
 import { UserError } from '../util/errors';
 import { Schema } from '../util/schema';
-import { BeirEvalOptions, DEFAULT_MAX_LENGTH, DEFAULT_TOP_K, DEFAULT_WEIGHTS, EvalResults } from './beir';
+import { M3Model } from '../model/m3';
+import { BeirEvalOptions, DEFAULT_MAX_LENGTH, DEFAULT_TOP_K, DEFAULT_WEIGHTS, evaluateBeir, EvalResults } from './beir';
 import { METRIC_NAMES, RetrievalMetrics } from './metrics';
 import { EVAL_MODES, EvalMode } from './search';
 
@@ -100,4 +101,13 @@ export function flattenResults(results: EvalResults, prefix = 'eval'): Record<st
     for (const name of METRIC_NAMES) out[`${prefix}/${mode}/${name}`] = m[name];
   }
   return out;
+}
+
+/** A stage's `evaluate` hook: the BEIR dev evaluation when due, its flat metrics and selection score. */
+export function stageEvaluator(model: M3Model, cfg: EvalConfig) {
+  return async (step: number, total: number): Promise<{ metrics: Record<string, number>; score: number } | null> => {
+    if (!evalDue(cfg, step, total)) return null;
+    const results = await evaluateBeir(model, cfg.data!, evalOptions(cfg));
+    return { metrics: flattenResults(results), score: selectionScore(cfg, results) };
+  };
 }

@@ -6,8 +6,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { openDataset, PairBatch } from '../data';
 import { BUCKETS } from '../data/manifest';
-import { evaluateBeir } from '../eval/beir';
-import { evalDue, evalOptions, flattenResults, selectionScore } from '../eval/config';
+import { stageEvaluator } from '../eval/config';
 import { addHeads, applyFreezing, disposeModel, loadOrInitModel, saveModel } from '../model/m3';
 import { extendPositions } from '../pretrain/retromae-model';
 import { RunOptions, RunResult, runTraining, Stage } from '../train/trainer';
@@ -68,11 +67,7 @@ export async function runFinetune(cfg: FinetuneConfig, opts: Omit<RunOptions, 'o
       return { loss: r.loss, grads: r.grads, parts: r.parts, tokens };
     },
     saveFinal: (dir) => saveModel(model, dir),
-    evaluate: async (step, total) => {
-      if (!evalDue(cfg.eval, step, total)) return null;
-      const results = await evaluateBeir(model, cfg.eval.data!, evalOptions(cfg.eval));
-      return { metrics: flattenResults(results), score: selectionScore(cfg.eval, results) };
-    },
+    evaluate: stageEvaluator(model, cfg.eval),
   };
   try {
     return await runTraining(stage, cfg.train, { ...opts, outputDir: cfg.output_dir });

@@ -7,11 +7,12 @@
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../util/errors';
 import { maxInputLength } from './config';
-import { Batch, encoderForward } from './encoder';
+import { encoderForward } from './encoder';
 import { colbertVectors, denseEmbedding, sparseTokenWeights } from './heads';
 import { l2Normalize } from './ops';
 import { hasHeads, M3Model } from './m3';
 import { SparseVec } from './scores';
+import { padBatch } from './tokenizer';
 
 export type OutputKind = 'dense' | 'sparse' | 'colbert';
 export const OUTPUT_KINDS: OutputKind[] = ['dense', 'sparse', 'colbert'];
@@ -68,17 +69,6 @@ export function insertMcls(seq: number[], cls: number, maxLength: number): { ids
   return { ids, clsPositions };
 }
 
-function toBatch(seqs: number[][], pad: number): Batch {
-  const length = Math.max(...seqs.map((s) => s.length));
-  const inputIds = new Int32Array(seqs.length * length).fill(pad);
-  const attentionMask = new Int32Array(seqs.length * length);
-  seqs.forEach((s, i) => {
-    inputIds.set(s, i * length);
-    attentionMask.fill(1, i * length, i * length + s.length);
-  });
-  return { inputIds, attentionMask, batch: seqs.length, length };
-}
-
 /** Encodes token-id sequences (each already framed with CLS … SEP). */
 export async function encodeIds(m: M3Model, sequences: number[][], opts: EncodeOptions = {}): Promise<Embedding[]> {
   const outputs = opts.outputs ?? ['dense'];
@@ -100,7 +90,7 @@ export async function encodeIds(m: M3Model, sequences: number[][], opts: EncodeO
   for (let start = 0; start < order.length; start += batchSize) {
     const idx = order.slice(start, start + batchSize);
     const seqs = idx.map((i) => prepared[i].ids);
-    const b = toBatch(seqs, m.config.padTokenId);
+    const b = padBatch(seqs, m.config.padTokenId);
     type Outs = { dense: tf.Tensor | null; weights: tf.Tensor | null; colbert: tf.Tensor | null };
     const { dense, weights, colbert } = tf.tidy((() => {
       const h = encoderForward(m.config, m.params, b);

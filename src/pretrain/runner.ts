@@ -6,8 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { openDataset, PretrainBatch } from '../data';
-import { evaluateBeir } from '../eval/beir';
-import { evalDue, evalOptions, flattenResults, selectionScore } from '../eval/config';
+import { stageEvaluator } from '../eval/config';
 import { retroMaeLoss, RetroMaeBatch } from '../losses/retromae';
 import { Batch } from '../model/encoder';
 import { applyFreezing, disposeModel, loadOrInitModel, saveModel } from '../model/m3';
@@ -83,11 +82,7 @@ export async function runPretrain(cfg: PretrainConfig, opts: Omit<RunOptions, 'o
       return { loss: value, grads: renameGrads(params, grads), parts, tokens };
     },
     saveFinal: (dir) => saveModel(model, dir, { [DECODER_FILE]: encodeSafetensors(decoderTensors(params, model.config)) }),
-    evaluate: async (step, total) => {
-      if (!evalDue(cfg.eval, step, total)) return null;
-      const results = await evaluateBeir(model, cfg.eval.data!, evalOptions(cfg.eval));
-      return { metrics: flattenResults(results), score: selectionScore(cfg.eval, results) };
-    },
+    evaluate: stageEvaluator(model, cfg.eval),
   };
   try {
     return await runTraining(stage, cfg.train, { ...opts, outputDir: cfg.output_dir });

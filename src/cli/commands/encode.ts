@@ -1,5 +1,4 @@
 /** `m3 encode`: JSONL of texts (or input_ids) → JSONL of dense / sparse / colbert outputs, in input order. */
-import * as fs from 'fs';
 import * as path from 'path';
 import type { CommandModule } from 'yargs';
 import { check, UserError } from '../../util/errors';
@@ -7,6 +6,7 @@ import { writeFileAtomic } from '../../util/fsx';
 import { Progress } from '../../util/progress';
 import { loadModel } from '../../model/m3';
 import { encodeIds, OUTPUT_KINDS, OutputKind } from '../../model/inference';
+import { jsonObjects, readTextFile } from '../../eval/files';
 import { CommonArgs, handler } from '../run';
 
 interface EncodeArgs extends CommonArgs {
@@ -44,7 +44,6 @@ export const encodeCommand: CommandModule<object, EncodeArgs> = {
     for (const o of outputs) check(OUTPUT_KINDS.includes(o as OutputKind), `--return: unknown output '${o}' (choose from ${OUTPUT_KINDS.join(', ')})`);
     check(Number.isInteger(args.batchSize) && args.batchSize > 0, `--batch-size must be a positive integer, got ${args.batchSize}`);
     if (args.maxLength !== undefined) check(Number.isInteger(args.maxLength) && args.maxLength >= 2, `--max-length must be an integer ≥ 2, got ${args.maxLength}`);
-    check(fs.existsSync(args.input), `${args.input}: input file does not exist`);
     const model = loadModel(args.model, { tokenizer: args.tokenizer });
     const lines = readInputLines(args.input);
     const seqs = lines.map(({ value, line }) => toIds(value, line, args, model.tokenizer));
@@ -70,26 +69,7 @@ export const encodeCommand: CommandModule<object, EncodeArgs> = {
 };
 
 function readInputLines(file: string): { value: Record<string, unknown>; line: string }[] {
-  const text = fs.readFileSync(file);
-  let decoded: string;
-  try {
-    decoded = new TextDecoder('utf-8', { fatal: true }).decode(text);
-  } catch {
-    throw new UserError(`${file}: not valid UTF-8`);
-  }
-  const out: { value: Record<string, unknown>; line: string }[] = [];
-  decoded.split('\n').forEach((raw, i) => {
-    const where = `${file}:${i + 1}`;
-    if (raw.trim() === '') return;
-    let v: unknown;
-    try {
-      v = JSON.parse(raw);
-    } catch (e) {
-      throw new UserError(`${where}: invalid JSON (${(e as Error).message})`);
-    }
-    if (!v || typeof v !== 'object' || Array.isArray(v)) throw new UserError(`${where}: expected a JSON object`);
-    out.push({ value: v as Record<string, unknown>, line: where });
-  });
+  const out = [...jsonObjects(file, readTextFile(file, 'input file'))].map(({ value, where }) => ({ value, line: where }));
   if (out.length === 0) throw new UserError(`${file}: no input lines`);
   return out;
 }

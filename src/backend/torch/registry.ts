@@ -95,6 +95,35 @@ export function runOnCpu(kernelName: string, inputs: tf.NamedTensorInfoMap, back
   }
 }
 
+// M3_TORCH_PROFILE=1: time every torch kernel (wall time; kernels run synchronously on the CPU) and
+// print the totals on stderr at exit, to see where a step spends its time.
+const profile = process.env.M3_TORCH_PROFILE ? new Map<string, { calls: number; ms: number }>() : null;
+if (profile) {
+  process.on('exit', () => {
+    const rows = [...profile].sort((a, b) => b[1].ms - a[1].ms);
+    const total = rows.reduce((a, [, r]) => a + r.ms, 0);
+    process.stderr.write(`torch kernel profile (${total.toFixed(0)} ms in kernels)\n`);
+    for (const [name, r] of rows.slice(0, 40)) {
+      process.stderr.write(`${name.padEnd(28)} ${r.ms.toFixed(1).padStart(10)} ms ${String(r.calls).padStart(8)} calls\n`);
+    }
+  });
+}
+
+function profiled(kernelName: string, fn: tf.KernelFunc): tf.KernelFunc {
+  if (!profile) return fn;
+  return (args) => {
+    const start = process.hrtime.bigint();
+    try {
+      return fn(args);
+    } finally {
+      const r = profile.get(kernelName) ?? { calls: 0, ms: 0 };
+      r.calls++;
+      r.ms += Number(process.hrtime.bigint() - start) / 1e6;
+      profile.set(kernelName, r);
+    }
+  };
+}
+
 let registered = false;
 
 export function registerKernels(): void {
@@ -104,7 +133,7 @@ export function registerKernels(): void {
     tf.registerKernel({
       kernelName,
       backendName: BACKEND_NAME,
-      kernelFunc: ({ inputs, backend, attrs }) => {
+      kernelFunc: profiled(kernelName, ({ inputs, backend, attrs }) => {
         const b = backend as TorchBackend;
         // String and complex tensors live in JS (torch stores float32/int32/bool): they take the cpu path.
         for (const k in inputs) {
@@ -112,7 +141,7 @@ export function registerKernels(): void {
           if (dtype === 'string' || dtype === 'complex64') return runOnCpu(kernelName, inputs, b, attrs);
         }
         return fn(inputs as Inputs, b, attrs);
-      },
+      }),
     });
   }
   for (const config of tf.getKernelsForBackend('cpu')) {
@@ -120,7 +149,7 @@ export function registerKernels(): void {
     tf.registerKernel({
       kernelName: config.kernelName,
       backendName: BACKEND_NAME,
-      kernelFunc: ({ inputs, backend, attrs }) => runOnCpu(config.kernelName, inputs, backend as TorchBackend, attrs),
+      kernelFunc: profiled(config.kernelName, ({ inputs, backend, attrs }) => runOnCpu(config.kernelName, inputs, backend as TorchBackend, attrs)),
     });
   }
 }

@@ -4,7 +4,9 @@
  *   that accumulates on the host, O(rows × width);
  * - its 2-D matmul with transpose flags runs at ~2 GFLOP/s instead of XNNPACK's speed: we materialise the
  *   transposed operand with the wasm Transpose kernel and call the stock kernel without flags. Batched
- *   (attention) matmuls keep the stock path; materialising does not speed them up.
+ *   (attention) matmuls keep the stock path; materialising does not speed them up;
+ * - its OneHot writes int32 bits whatever the requested dtype (float32 one-hots come out as denormals):
+ *   we build the int32 one-hot and cast it.
  */
 import * as tf from '@tensorflow/tfjs';
 
@@ -24,6 +26,7 @@ export function patchWasmKernels(): void {
   patched = true;
   tf.registerKernel({ kernelName: 'UnsortedSegmentSum', backendName: 'wasm', kernelFunc: unsortedSegmentSum as KernelFunc });
 
+  patchOneHot();
   const stock = tf.getKernel('BatchMatMul', 'wasm');
   const transpose = tf.getKernel('Transpose', 'wasm');
   if (!stock || !transpose) return;
@@ -51,6 +54,23 @@ export function patchWasmKernels(): void {
       const b = attrs.transposeB ? materialise(inputs.b) : inputs.b;
       const out = stockFn({ ...args, inputs: { a, b }, attrs: { ...attrs, transposeA: false, transposeB: false } } as never);
       for (const t of temps) backend.disposeData(t.dataId);
+      return out;
+    }) as unknown as KernelFunc,
+  });
+}
+
+function patchOneHot(): void {
+  const stock = tf.getKernel('OneHot', 'wasm');
+  const cast = tf.getKernel('Cast', 'wasm');
+  if (!stock || !cast) return;
+  tf.unregisterKernel('OneHot', 'wasm');
+  tf.registerKernel({
+    ...stock,
+    kernelFunc: ((args: { backend: WasmBackend; attrs: { dtype: tf.DataType } }) => {
+      if (args.attrs.dtype === 'int32') return stock.kernelFunc(args as never);
+      const ints = stock.kernelFunc({ ...args, attrs: { ...args.attrs, dtype: 'int32' } } as never) as Info;
+      const out = cast.kernelFunc({ inputs: { x: ints }, backend: args.backend, attrs: { dtype: args.attrs.dtype } } as never);
+      args.backend.disposeData(ints.dataId);
       return out;
     }) as unknown as KernelFunc,
   });

@@ -54,10 +54,19 @@ const at::Tensor& Lookup(Napi::Env env, const Napi::Value& v) {
   return g_tensors[id];
 }
 
-// c10 errors carry a C++ backtrace; JS callers want the one-line reason.
-[[noreturn]] void Rethrow(Napi::Env env, const c10::Error& e) {
-  std::string msg = e.what_without_backtrace();
-  throw Napi::Error::New(env, msg);
+// Turns whatever libtorch threw into a JS exception. c10 errors carry a C++ backtrace, which is cut (JS
+// callers want the reason); some ATen paths throw plain std::exceptions, which must not escape either
+// (an uncaught C++ exception aborts the process).
+[[noreturn]] void Rethrow(Napi::Env env) {
+  try {
+    throw;
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const c10::Error& e) {
+    throw Napi::Error::New(env, e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
 }
 
 // ---- schema-guided argument conversion -----------------------------------------------------------------
@@ -213,8 +222,8 @@ Napi::Value Call(const Napi::CallbackInfo& info) {
       }
     }
     op.callBoxed(&stack);
-  } catch (const c10::Error& e) {
-    Rethrow(env, e);
+  } catch (...) {
+    Rethrow(env);
   }
   if (stack.size() == 1) return FromIValue(env, stack[0]);
   Napi::Array out = Napi::Array::New(env, stack.size());
@@ -241,8 +250,8 @@ Napi::Value FromArray(const Napi::CallbackInfo& info) {
     if (bytes) std::memcpy(t.data_ptr(), src, bytes);
     if (device != "cpu") t = t.to(c10::Device(device));
     return Napi::Number::New(env, Store(std::move(t)));
-  } catch (const c10::Error& e) {
-    Rethrow(env, e);
+  } catch (...) {
+    Rethrow(env);
   }
 }
 
@@ -274,8 +283,8 @@ Napi::Value ToArray(const Napi::CallbackInfo& info) {
     Napi::Uint8Array out = Napi::Uint8Array::New(env, n);
     if (n) std::memcpy(out.Data(), t.data_ptr(), n);
     return out;
-  } catch (const c10::Error& e) {
-    Rethrow(env, e);
+  } catch (...) {
+    Rethrow(env);
   }
 }
 

@@ -1,4 +1,6 @@
+import { spawnSync } from 'child_process';
 import * as fs from 'fs';
+import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { loadTorchBackend } from '../../../src/backend/torch';
 import { ADDON_PATH } from '../../../src/backend/torch/addon';
@@ -21,6 +23,12 @@ describe('loadTorchBackend', () => {
     // The torch backend is registered once, on one device; this checkout's libtorch is CPU-only.
     expect(cuda.ok).toBe(false);
     expect((cuda as { reason: string }).reason).toMatch(/\S/);
+  });
+
+  test('the install-time build is optional: it prints one line and exits 0 when it does not build', () => {
+    const r = spawnSync(process.execPath, [path.resolve(__dirname, '../../../native/build.js')], { env: { ...process.env, M3_TORCH_SKIP: '1' }, encoding: 'utf8' });
+    expect(r.status).toBe(0);
+    expect(r.stdout.trim().split('\n')).toEqual(['m3 torch addon: skipped (M3_TORCH_SKIP is set)']);
   });
 
   (loaded.ok ? test : test.skip)('registers a backend named torch that TF.js can select', async () => {

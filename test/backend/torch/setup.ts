@@ -40,7 +40,12 @@ function collect(out: tf.Tensor | tf.Tensor[]): Result[] {
 /** Runs fn on a backend (inputs are made inside fn, from JS arrays, so both backends see the same data). */
 export async function runOn(backend: string, fn: () => tf.Tensor | tf.Tensor[]): Promise<Result[]> {
   await tf.setBackend(backend);
-  return tf.tidy(() => collect(fn()));
+  const out = tf.tidy(fn);
+  try {
+    return collect(out);
+  } finally {
+    tf.dispose(out);
+  }
 }
 
 /** Same shapes and dtypes; values equal within atol + rtol·|expected| (NaN matches NaN). */

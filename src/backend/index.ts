@@ -9,6 +9,7 @@
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { UserError } from '../util/errors';
+import { setFusedOps } from '../model/ops';
 import { patchWasmKernels } from './wasm-fixes';
 
 export const BACKENDS = ['torch', 'tensorflow', 'wasm', 'cpu'] as const; // fastest first
@@ -34,7 +35,9 @@ const loaders: Record<BackendName, (device: Device) => Promise<string | null>> =
       return `torch backend module failed to load: ${(e as Error).message.split('\n')[0]}`;
     }
     const r = mod.loadTorchBackend(device);
-    return r.ok ? null : r.reason;
+    if (!r.ok) return r.reason;
+    setFusedOps('torch', require('./torch/fused').torchFusedOps);
+    return null;
   },
   async tensorflow() {
     for (const pkg of ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']) {

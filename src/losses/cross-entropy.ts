@@ -7,6 +7,7 @@
  * src/backend/wasm-fixes.ts).
  */
 import * as tf from '@tensorflow/tfjs';
+import { ops } from '../model/ops';
 
 export const IGNORE_INDEX = -100;
 
@@ -18,6 +19,8 @@ export function crossEntropyPerRow(logits: tf.Tensor2D, targets: Int32Array | nu
   const [n, c] = logits.shape;
   if (targets.length !== n) throw new Error(`crossEntropy: ${targets.length} targets for ${n} rows`);
   for (const t of targets) if (!(t >= 0 && t < c)) throw new Error(`crossEntropy: target ${t} is outside 0..${c - 1}`);
+  const fused = ops().softmaxCrossEntropy;
+  if (fused) return tf.tidy(() => fused(logits, tf.tensor1d(Int32Array.from(targets), 'int32')));
   return tf.tidy(() => {
     const logp = tf.logSoftmax(logits);
     const rowsPerChunk = Math.max(1, Math.floor(MAX_FLAT_INDEX / c));

@@ -35,8 +35,12 @@ export interface ForwardOptions {
 export class Dropout {
   private calls = 0;
   constructor(private readonly seed: number | undefined, private readonly rowOffset = 0) {}
+  /** Whether apply() would change anything (training with a positive rate). */
+  active(rate: number): boolean {
+    return this.seed !== undefined && rate > 0;
+  }
   apply(x: tf.Tensor, rate: number): tf.Tensor {
-    if (this.seed === undefined || rate <= 0) return x;
+    if (!this.active(rate)) return x;
     const call = this.calls++;
     return tf.tidy(() => {
       const [rows, ...rest] = x.shape;
@@ -123,11 +127,19 @@ export function attentionBlock(
     const proj = (x: tf.Tensor, name: string) => linear(x, param(params, `${p}self.${name}.weight`), param(params, `${p}self.${name}.bias`));
     // Scale q before the product (cheaper than scaling the [Lq, Lk] scores); kᵀ is materialised by one
     // transpose so the batched matmul runs without transpose flags (slow on wasm).
-    const q = tf.transpose(tf.reshape(tf.mul(proj(qIn, 'query'), 1 / Math.sqrt(hd)), [b, lq, h, hd]), [0, 2, 1, 3]);
-    const kT = tf.transpose(tf.reshape(proj(kvIn, 'key'), [b, lk, h, hd]), [0, 2, 3, 1]);
-    const v = tf.transpose(tf.reshape(proj(kvIn, 'value'), [b, lk, h, hd]), [0, 2, 1, 3]);
-    const probs = drop.apply(tf.softmax(tf.add(tf.matMul(q as tf.Tensor4D, kT as tf.Tensor4D), addMask)), cfg.attentionDropout);
-    const ctx = tf.reshape(tf.transpose(tf.matMul(probs as tf.Tensor4D, v as tf.Tensor4D), [0, 2, 1, 3]), [b, lq, d]);
+    const heads = (x: tf.Tensor, len: number) => tf.transpose(tf.reshape(x, [b, len, h, hd]), [0, 2, 1, 3]);
+    const v = heads(proj(kvIn, 'value'), lk);
+    let ctx4: tf.Tensor;
+    const fused = ops().attention;
+    if (fused && !drop.active(cfg.attentionDropout)) {
+      ctx4 = fused(heads(proj(qIn, 'query'), lq), heads(proj(kvIn, 'key'), lk), v, addMask, 1 / Math.sqrt(hd));
+    } else {
+      const q = heads(tf.mul(proj(qIn, 'query'), 1 / Math.sqrt(hd)), lq);
+      const kT = tf.transpose(tf.reshape(proj(kvIn, 'key'), [b, lk, h, hd]), [0, 2, 3, 1]);
+      const probs = drop.apply(tf.softmax(tf.add(tf.matMul(q as tf.Tensor4D, kT as tf.Tensor4D), addMask)), cfg.attentionDropout);
+      ctx4 = tf.matMul(probs as tf.Tensor4D, v as tf.Tensor4D);
+    }
+    const ctx = tf.reshape(tf.transpose(ctx4, [0, 2, 1, 3]), [b, lq, d]);
     const out = drop.apply(linear(ctx, param(params, p + 'output.dense.weight'), param(params, p + 'output.dense.bias')), cfg.hiddenDropout);
     return ops().layerNorm(tf.add(out, qIn), param(params, p + 'output.LayerNorm.weight'), param(params, p + 'output.LayerNorm.bias'), cfg.layerNormEps) as tf.Tensor3D;
   });

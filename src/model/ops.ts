@@ -1,6 +1,7 @@
 /**
- * The transformer's building blocks as TF.js compositions. A backend with fused kernels (torch) may
- * replace an entry through `setFusedOps`; every replacement is checked against these composites in tests.
+ * The transformer's building blocks as TF.js compositions. A backend with fused kernels (torch) registers
+ * replacements through `setFusedOps`, used while that backend is active; every replacement is checked
+ * against these composites in tests.
  */
 import * as tf from '@tensorflow/tfjs';
 
@@ -9,6 +10,10 @@ export interface Ops {
   layerNorm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: number): tf.Tensor;
   /** Exact GELU: x·Φ(x) with the erf form, as PyTorch's default `gelu`. */
   gelu(x: tf.Tensor): tf.Tensor;
+  /** softmax(q·kᵀ·scale + mask)·v in one kernel (no dropout on the probabilities); absent = composite. */
+  attention?(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, mask: tf.Tensor, scale: number): tf.Tensor;
+  /** −log softmax(logits)[target] per row in one kernel; absent = composite. */
+  softmaxCrossEntropy?(logits: tf.Tensor2D, targets: tf.Tensor1D): tf.Tensor1D;
 }
 
 export const compositeOps: Ops = {
@@ -24,10 +29,13 @@ export const compositeOps: Ops = {
   },
 };
 
-let active: Ops = compositeOps;
-export const ops = (): Ops => active;
-export function setFusedOps(partial: Partial<Ops> | null): void {
-  active = { ...compositeOps, ...(partial ?? {}) };
+let fused: Ops = compositeOps;
+let fusedBackend: string | null = null;
+/** The ops for the active backend: its fused kernels where it registered some, else the composites. */
+export const ops = (): Ops => (fusedBackend !== null && tf.getBackend() === fusedBackend ? fused : compositeOps);
+export function setFusedOps(backend: string, partial: Partial<Ops>): void {
+  fused = { ...compositeOps, ...partial };
+  fusedBackend = backend;
 }
 
 /** GELU with tanh approximation (configs that say gelu_new / gelu_pytorch_tanh). */

@@ -3,8 +3,8 @@
  * each is a tf.customGrad over a forward and a backward kernel (kernels/fused.ts). On any other backend
  * they compute the same thing with TF.js composites, so callers need not branch.
  *
- * `torchFusedOps` matches src/model/ops.ts's `Ops` (layerNorm, gelu): pass it to `setFusedOps` when torch
- * is selected.
+ * `torchFusedOps` is src/model/ops.ts's `Ops` for torch, registered by src/backend/index.ts when the
+ * backend loads and used by the model while torch is the active backend.
  */
 import * as tf from '@tensorflow/tfjs';
 
@@ -102,4 +102,4 @@ export function softmaxCrossEntropy(logits: tf.Tensor2D, targets: tf.Tensor1D, i
 }
 
 /** Drop-in for src/model/ops.ts's Ops when the torch backend is active. */
-export const torchFusedOps = { layerNorm, gelu };
+export const torchFusedOps = { layerNorm, gelu, attention, softmaxCrossEntropy: (logits: tf.Tensor2D, targets: tf.Tensor1D) => softmaxCrossEntropy(logits, targets) };

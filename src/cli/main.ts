@@ -7,6 +7,8 @@ import { pipelineCommand, trainCommand } from './commands/train';
 import { evalCommand } from './commands/eval';
 import { mineCommand } from './commands/mine';
 import { dataCommand } from './commands/data';
+import { demoCommand } from './commands/demo';
+import { reportCommand } from './commands/report';
 
 export function cli(argv: string[]) {
   return yargs(argv)
@@ -22,6 +24,8 @@ export function cli(argv: string[]) {
     .command(evalCommand as never)
     .command(mineCommand as never)
     .command(dataCommand as never)
+    .command(demoCommand as never)
+    .command(reportCommand as never)
     .demandCommand(1, 'name a command (see --help)')
     .strict()
     .recommendCommands()

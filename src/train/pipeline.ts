@@ -36,19 +36,18 @@ export function runStage(cfg: StageConfig, opts: { resume?: boolean; stopAfter?:
 }
 
 /**
- * `sets` apply to every stage (`train.max_steps=5`) or, prefixed by a stage's name, to that one
- * (`unified:train.max_steps=5`). `onStage` runs after each stage (the demo evaluates there).
+ * The pipeline's stage configs, resolved as `runPipeline` runs them: `sets` apply to every stage
+ * (`train.max_steps=5`) or, prefixed by a stage's name, to that one (`unified:train.max_steps=5`); each
+ * stage writes OUT/<n>-<stage> and starts from the previous stage's `final`.
  */
-export async function runPipeline(
-  file: string, sets: string[], opts: { resume?: boolean; onStage?: (run: StageRun, index: number) => Promise<void> } = {},
-): Promise<StageRun[]> {
+export function pipelineStages(file: string, sets: string[]): StageConfig[] {
   const { value, locate } = readYamlConfig(file);
   const globalSets = sets.filter((s) => !/^[a-z]+:/.test(s));
   const outSet = globalSets.find((s) => s.startsWith('output_dir='));
   if (outSet) value.output_dir = outSet.slice('output_dir='.length);
   const p = validate<PipelineConfig>(PIPELINE_SCHEMA, value, locate);
   const base = path.dirname(path.resolve(file));
-  const runs: StageRun[] = [];
+  const configs: StageConfig[] = [];
   let previous: string | null = null;
   for (const [i, s] of p.stages.entries()) {
     const stageFile = path.resolve(base, s.config);
@@ -63,6 +62,19 @@ export async function runPipeline(
     if (previous) stageSets.push(`model.init=${previous}`);
     const cfg = loadStageConfig(stageFile, stageSets);
     if (previous && cfg.model.init !== previous) throw new UserError(`${stageFile}: could not point model.init at the previous stage`);
+    configs.push(cfg);
+    previous = path.join(cfg.output_dir, 'final');
+  }
+  return configs;
+}
+
+/** Runs the stages of `pipelineStages(file, sets)` in order. `onStage` runs after each stage (the demo evaluates there). */
+export async function runPipeline(
+  file: string, sets: string[], opts: { resume?: boolean; onStage?: (run: StageRun, index: number) => Promise<void> } = {},
+): Promise<StageRun[]> {
+  const runs: StageRun[] = [];
+  for (const [i, cfg] of pipelineStages(file, sets).entries()) {
+    const name = cfg.stage;
     let result: RunResult | null = null;
     if (isFinished(cfg.output_dir)) process.stderr.write(`pipeline: stage ${i + 1} (${name}) already finished; skipping\n`);
     else result = await runStage(cfg, { resume: opts.resume });
@@ -70,7 +82,6 @@ export async function runPipeline(
     runs.push(run);
     await opts.onStage?.(run, i);
     if (result?.stoppedEarly) break;
-    previous = path.join(cfg.output_dir, 'final');
   }
   return runs;
 }

@@ -1,0 +1,120 @@
+/**
+ * `m3 demo` on a reduced setting: the tiny pipeline (2 steps a stage) with a small slice of the demo's
+ * NFCorpus dev folder, through the library and through the CLI. results.json has the documented shape,
+ * the report is written, and a rerun skips the stages and reuses their evaluations.
+ */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import * as zlib from 'zlib';
+import { useBackend } from '../../src/backend';
+import { DemoResults, runDemo } from '../../src/eval/demo';
+import { pipelineStages } from '../../src/train/pipeline';
+import { disposeModel, hasHeads, loadModel } from '../../src/model/m3';
+import { runCli } from '../helpers/cli';
+
+const ROOT = path.resolve(__dirname, '../..');
+const MODES = ['dense', 'sparse', 'colbert', 'dense+sparse', 'all'];
+let tmp: string;
+let evalYaml: string;
+
+/** 6 dev queries, their judged documents and 30 others, from configs/demo/data/nfcorpus-dev. */
+function smallBeir(dir: string): string {
+  const src = path.join(ROOT, 'configs/demo/data/nfcorpus-dev');
+  const qrels = fs.readFileSync(path.join(src, 'qrels/dev.tsv'), 'utf8').trim().split('\n');
+  const qids = [...new Set(qrels.slice(1).map((l) => l.split('\t')[0]))].slice(0, 6);
+  const rows = qrels.slice(1).filter((l) => qids.includes(l.split('\t')[0]));
+  const docs = zlib.gunzipSync(fs.readFileSync(path.join(src, 'corpus.jsonl.gz'))).toString('utf8').trim().split('\n');
+  const judged = new Set(rows.map((l) => l.split('\t')[1]));
+  const keep = docs.filter((l, i) => judged.has(JSON.parse(l)._id) || i % 120 === 0);
+  fs.mkdirSync(path.join(dir, 'qrels'), { recursive: true });
+  fs.writeFileSync(path.join(dir, 'corpus.jsonl'), keep.join('\n') + '\n');
+  fs.writeFileSync(path.join(dir, 'queries.jsonl'), fs.readFileSync(path.join(src, 'queries.jsonl'), 'utf8').split('\n').filter((l) => l && qids.includes(JSON.parse(l)._id)).join('\n') + '\n');
+  fs.writeFileSync(path.join(dir, 'qrels/dev.tsv'), [qrels[0], ...rows].join('\n') + '\n');
+  return dir;
+}
+
+beforeAll(async () => {
+  await useBackend('wasm');
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'm3-demo-'));
+  smallBeir(path.join(tmp, 'beir'));
+  evalYaml = path.join(tmp, 'eval.yaml');
+  fs.writeFileSync(evalYaml, `data: beir\nmodes: [${MODES.join(', ')}]\nmax_length: 48\nquery_max_length: 16\nbatch_size: 32\n`);
+});
+
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+function checkShape(r: DemoResults, out: string) {
+  expect(r.stages.map((s) => s.name)).toEqual(['untrained', 'retromae', 'pairs', 'unified']);
+  for (const s of r.stages) {
+    expect(Object.keys(s.modes)).toEqual(MODES);
+    for (const m of MODES) for (const k of ['ndcg@10', 'recall@100', 'mrr@10'] as const) {
+      const v = s.modes[m as 'all']![k];
+      expect(v).toBeGreaterThanOrEqual(0);
+      expect(v).toBeLessThanOrEqual(1);
+    }
+    expect([s['ndcg@10'], s['recall@100'], s['mrr@10']]).toEqual([s.modes.all!['ndcg@10'], s.modes.all!['recall@100'], s.modes.all!['mrr@10']]);
+  }
+  expect(r.stages.map((s) => s.fresh_heads)).toEqual([true, true, true, false]);
+  expect(r.final_model).toBe(path.join(out, '3-unified', 'final'));
+  expect(path.isAbsolute(r.final_model)).toBe(true);
+  const onDisk = JSON.parse(fs.readFileSync(path.join(out, 'results.json'), 'utf8'));
+  expect(onDisk.stages).toEqual(r.stages);
+  expect(onDisk.final_model).toBe(r.final_model);
+}
+
+test('the demo evaluates before training and after each stage, and a rerun reuses everything', async () => {
+  const out = path.join(tmp, 'run');
+  let printed = '';
+  const opts = { pipeline: path.join(ROOT, 'configs/tiny/pipeline.yaml'), evalConfig: evalYaml, outputDir: out, sets: ['train.max_steps=2'], write: (s: string) => { printed += s; } };
+  const r = await runDemo(opts);
+  checkShape(r, out);
+  expect(r.eval.queries).toBe(6);
+  const m = loadModel(r.final_model);
+  expect(hasHeads(m)).toBe(true);
+  disposeModel(m);
+  for (const name of ['untrained', 'retromae', 'pairs', 'unified']) expect(printed).toContain(name);
+  expect(printed).toContain('nDCG@10 by stage and mode');
+  const html = fs.readFileSync(path.join(out, 'report.html'), 'utf8');
+  expect(html).toContain('Loss — stage 3 (unified)');
+  expect(html).toContain('ndcg@10 per stage and mode');
+
+  // rerun: finished stages are skipped and their cached evaluations reused (same numbers, no training)
+  const mtime = fs.statSync(path.join(out, '3-unified/final')).mtimeMs;
+  const again = await runDemo({ ...opts, write: () => undefined });
+  expect(again.stages.map((s) => s.modes)).toEqual(r.stages.map((s) => s.modes));
+  expect(fs.statSync(path.join(out, '3-unified/final')).mtimeMs).toBe(mtime);
+});
+
+test('m3 demo on the command line: tables on stdout, results.json and report.html', () => {
+  // the run above: its stages are skipped; the changed evaluation settings make every evaluation rerun
+  const out = path.join(tmp, 'run');
+  const r = runCli(['demo', '--config', 'configs/tiny/pipeline.yaml', '--eval', evalYaml, '--output-dir', out,
+    '--set', 'train.max_steps=2', '--eval-set', 'modes=[dense,all]', 'max_queries=3']);
+  expect(r.stderr).not.toMatch(/error/);
+  expect(r.code).toBe(0);
+  expect(r.stderr.match(/already finished; skipping/g)).toHaveLength(3);
+  expect(r.stderr.match(/demo: evaluating/g)).toHaveLength(4);
+  expect(r.stdout).toMatch(/== 0\. untrained .*==\nmode +nDCG@10 +Recall@100 +MRR@10\ndense +0\.\d{4}/);
+  expect(r.stdout).toContain('== 3. unified ==');
+  const res = JSON.parse(fs.readFileSync(path.join(out, 'results.json'), 'utf8'));
+  expect(res.stages.map((s: { modes: object }) => Object.keys(s.modes))).toEqual(Array(4).fill(['dense', 'all']));
+  expect(res.eval.queries).toBe(3);
+  expect(fs.existsSync(path.join(out, 'report.html'))).toBe(true);
+});
+
+test('m3 demo: a bad evaluation key is one clear line', () => {
+  const r = runCli(['demo', '--config', 'configs/tiny/pipeline.yaml', '--eval', evalYaml, '--output-dir', path.join(tmp, 'bad'), '--eval-set', 'modez=[dense]']);
+  expect(r.code).toBe(1);
+  expect(r.stderr.trim()).toMatch(/^m3: error: --eval-set modez: unknown key 'modez' \(did you mean 'modes'\?\)$/);
+});
+
+test('the shipped demo configs: from scratch, three stages, an eval set with every mode', () => {
+  const stages = pipelineStages(path.join(ROOT, 'configs/demo/pipeline.yaml'), []);
+  expect(stages.map((s) => s.stage)).toEqual(['retromae', 'pairs', 'unified']);
+  expect(stages[0].model.init).toBeUndefined();
+  expect(fs.existsSync(stages[0].model.config!)).toBe(true);
+  expect(stages[2].stage === 'unified' && stages[2].loss.use_self_distill).toBe(true);
+  const evalCfg = fs.readFileSync(path.join(ROOT, 'configs/demo/eval.yaml'), 'utf8');
+  expect(evalCfg).toMatch(/modes: \[dense, sparse, colbert, dense\+sparse, all\]/);
+});

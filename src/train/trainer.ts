@@ -8,6 +8,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../util/errors';
+import { ensureWritableDir } from '../util/fsx';
 import { Progress } from '../util/progress';
 import { deriveSeed } from '../util/rng';
 import { adamwStep, clipGradNorm, createAdamW, disposeAdamW, exportAdamW, importAdamW } from './adamw';
@@ -83,7 +84,7 @@ export async function runTraining<B>(stage: Stage<B>, cfg: TrainConfig, opts: Ru
     process.stderr.write(`${stage.name}: already finished (${finalDir}); nothing to do\n`);
     return { steps: 0, finalDir, stoppedEarly: false, alreadyFinished: true };
   }
-  fs.mkdirSync(out, { recursive: true });
+  ensureWritableDir(out);
   const perEpoch = stage.batchesPerEpoch();
   if (perEpoch <= 0) throw new UserError(`${stage.name}: the training data yields no batch (too few rows for the batch size?)`);
   const stepsPerEpoch = Math.max(1, Math.floor(perEpoch / cfg.grad_accum));

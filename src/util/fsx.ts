@@ -11,12 +11,16 @@ function tempSibling(target: string): string {
   return path.join(dir, `.${path.basename(target)}.tmp-${process.pid}-${Date.now().toString(36)}`);
 }
 
-function ensureWritableDir(dir: string): void {
+/** Creates `dir` (and parents) when missing; a UserError naming it when that is impossible. */
+export function ensureWritableDir(dir: string): void {
   try {
     fs.mkdirSync(dir, { recursive: true });
     fs.accessSync(dir, fs.constants.W_OK);
   } catch (e) {
-    throw new UserError(`${dir}: cannot write here (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    const code = (e as NodeJS.ErrnoException).code;
+    // mkdir -p reports EEXIST (or ENOTDIR) when the path, or a folder on it, is a regular file
+    const why = code === 'EEXIST' || code === 'ENOTDIR' ? 'ENOTDIR: it or a folder on its path is a file' : code ?? (e as Error).message;
+    throw new UserError(`${dir}: cannot write here (${why})`);
   }
 }
 
@@ -27,7 +31,9 @@ export function writeFileAtomic(target: string, data: string | Uint8Array): void
   try {
     const fd = fs.openSync(tmp, 'w');
     try {
-      fs.writeSync(fd, data as Uint8Array);
+      // a write may be short (a file-size limit, a nearly full disk): loop, so the next one reports the error
+      const buf = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
+      for (let done = 0; done < buf.byteLength;) done += fs.writeSync(fd, buf, done, buf.byteLength - done);
       fs.fsyncSync(fd);
     } finally {
       fs.closeSync(fd);

@@ -10,6 +10,8 @@ import * as zlib from 'zlib';
 import { UserError } from '../util/errors';
 
 const EXTENSIONS = ['.jsonl', '.json', '.jsonl.gz', '.json.gz'];
+/** A longer line is refused (memory stays bounded on a file without newlines). */
+export const MAX_LINE_BYTES = 32 * 1024 * 1024;
 
 export function isDataFile(name: string): boolean {
   return EXTENSIONS.some((e) => name.endsWith(e));
@@ -81,7 +83,9 @@ export function readLines(file: string, onBytes?: (n: number) => void): { lines:
     });
     const source: AsyncIterable<Buffer> = gz ? raw.pipe(zlib.createGunzip()) : raw;
     const decoder = new TextDecoder('utf-8', { fatal: true });
-    let carry: Buffer | null = null;
+    // the unfinished line's pieces (joined once its end is found: no quadratic re-copying of a long line)
+    let carry: Buffer[] = [];
+    let carried = 0;
     let lineNo = 0;
     const emit = (buf: Buffer): FileLine | null => {
       lineNo++;
@@ -108,17 +112,23 @@ export function readLines(file: string, onBytes?: (n: number) => void): { lines:
     };
     try {
       for await (const chunk of source) {
-        const buf: Buffer = carry ? Buffer.concat([carry, chunk]) : chunk;
-        carry = null;
+        const buf = chunk as Buffer;
         let from = 0;
         for (;;) {
           const nl = buf.indexOf(0x0a, from);
           if (nl < 0) break;
-          const l = emit(buf.subarray(from, nl));
+          const piece = buf.subarray(from, nl);
+          const l = emit(carried ? Buffer.concat([...carry, piece]) : piece);
+          carry = [];
+          carried = 0;
           if (l) yield l;
           from = nl + 1;
         }
-        if (from < buf.length) carry = Buffer.from(buf.subarray(from));
+        if (from < buf.length) {
+          carried += buf.length - from;
+          if (carried > MAX_LINE_BYTES) throw new UserError(`${file}:${lineNo + 1}: line is longer than ${MAX_LINE_BYTES >> 20} MiB (not JSON lines?)`);
+          carry.push(Buffer.from(buf.subarray(from)));
+        }
       }
     } catch (e) {
       raw.destroy();
@@ -127,8 +137,8 @@ export function readLines(file: string, onBytes?: (n: number) => void): { lines:
       if (gz && (code === 'Z_DATA_ERROR' || code === 'Z_BUF_ERROR')) throw new UserError(`${file}: not a valid gzip file (${(e as Error).message})`);
       throw new UserError(`${file}: cannot read (${code ?? (e as Error).message})`);
     }
-    if (carry && carry.length) {
-      const l = emit(carry);
+    if (carried) {
+      const l = emit(Buffer.concat(carry));
       if (l) yield l;
     }
     result = { size, sha256: hash.digest('hex') };

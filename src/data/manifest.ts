@@ -6,6 +6,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { UserError } from '../util/errors';
+import { recoverDir } from '../util/fsx';
 import type { Tokenizer } from '../model/tokenizer';
 import type { DataFormat, InvalidReason } from './records';
 
@@ -99,6 +100,7 @@ export interface PrepareSettings {
 }
 
 export function readManifest(dir: string): Manifest {
+  recoverDir(dir); // a crash while this dir was being replaced left its old version aside
   const file = path.join(dir, MANIFEST_FILE);
   let text: string;
   try {

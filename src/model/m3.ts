@@ -7,6 +7,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../util/errors';
+import { recoverDir } from '../util/fsx';
 import { EncoderConfig, readConfig } from './config';
 import { Params } from './encoder';
 import { loadTokenizer, Tokenizer } from './tokenizer';
@@ -39,6 +40,7 @@ export interface LoadOptions {
 
 /** Loads an HF / FlagEmbedding / m3 model dir. Heads are optional; half-present heads are an error. */
 export function loadModel(dir: string, opts: LoadOptions = {}): M3Model {
+  recoverDir(dir); // a crash while this dir was being replaced left its old version aside
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new UserError(`${dir}: model dir does not exist`);
   const config = readConfig(dir);
   const w = readModelWeights(dir);

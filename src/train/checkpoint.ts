@@ -6,7 +6,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { UserError } from '../util/errors';
-import { writeDirAtomic, writeFileAtomic } from '../util/fsx';
+import { faultPoint, recoverDir, staleTemps, tempSibling, writeDirAtomic, writeFileAtomic } from '../util/fsx';
 import { readSafetensors, encodeSafetensors } from '../model/weights/safetensors';
 import { TensorMap } from '../model/weights/types';
 
@@ -55,8 +55,17 @@ export async function saveCheckpoint(outputDir: string, state: CheckpointState, 
   });
   if (keep > 0) {
     const all = listCheckpoints(outputDir);
-    for (const old of all.slice(0, Math.max(0, all.length - keep))) fs.rmSync(old.dir, { recursive: true, force: true });
+    for (const old of all.slice(0, Math.max(0, all.length - keep))) {
+      // renamed to a dot name first: a crash mid-removal never leaves a half-deleted step-N that looks complete
+      const trash = tempSibling(old.dir);
+      faultPoint('prune', old.dir);
+      fs.renameSync(old.dir, trash);
+      fs.rmSync(trash, { recursive: true, force: true });
+    }
   }
+  // temp dirs of checkpoints that a crash interrupted
+  const root = checkpointsDir(outputDir);
+  for (const n of staleTemps(root)) fs.rmSync(path.join(root, n), { recursive: true, force: true });
   return dir;
 }
 
@@ -87,6 +96,7 @@ export function markFinished(outputDir: string, info: Record<string, unknown>): 
 }
 
 export function isFinished(outputDir: string): boolean {
+  recoverDir(path.join(outputDir, 'final'));
   return fs.existsSync(path.join(outputDir, 'finished.json')) && fs.existsSync(path.join(outputDir, 'final'));
 }
 

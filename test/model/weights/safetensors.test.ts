@@ -5,7 +5,7 @@ import { encodeSafetensors, readSafetensors, readSafetensorsHeader, writeSafeten
 import { HostTensor, TensorMap } from '../../../src/model/weights/types';
 import { UserError } from '../../../src/util/errors';
 import { sharedDir } from '../../helpers/shared';
-import { expectSameTensors, f32, tempDir } from './helpers';
+import { expectSameTensors, f32, tempDir, rawSafetensors } from './helpers';
 
 const tmp = tempDir('st');
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -21,15 +21,7 @@ const message = (fn: () => unknown): string => {
   throw new Error('no error');
 };
 
-/** A safetensors file from a raw header object and data bytes. */
-function raw(name: string, header: unknown, data: Buffer | number = 0, lengthOverride?: bigint): string {
-  const json = Buffer.from(JSON.stringify(header));
-  const len = Buffer.alloc(8);
-  len.writeBigInt64LE(lengthOverride ?? BigInt(json.length));
-  const file = path.join(tmp, name);
-  fs.writeFileSync(file, Buffer.concat([len, json, typeof data === 'number' ? Buffer.alloc(data) : data]));
-  return file;
-}
+const raw = (name: string, header: unknown, data: Buffer | number = 0, lengthOverride?: bigint) => rawSafetensors(path.join(tmp, name), header, data, lengthOverride);
 
 describe('half and bfloat16 conversion', () => {
   test('every half survives half → float → half; rounding is to nearest even', () => {

@@ -7,7 +7,7 @@ import { HostTensor, TensorMap } from '../../../src/model/weights/types';
 import { writeZip, ZipWriteEntry } from '../../../src/model/weights/zip';
 import { UserError } from '../../../src/util/errors';
 import { sharedDir } from '../../helpers/shared';
-import { expectSameTensors, f32, tempDir } from './helpers';
+import { expectSameTensors, f32, tempDir, torchZip } from './helpers';
 
 const golden = (...p: string[]) => sharedDir('golden', ...p);
 const tmp = tempDir('torch');
@@ -24,20 +24,7 @@ const message = (fn: () => unknown): string => {
   throw new Error('no error');
 };
 
-/** A torch-style zip with a hand-built data.pkl and raw storage records. */
-function craft(name: string, pkl: Buffer, storages: Record<string, Uint8Array> = {}): string {
-  const file = path.join(tmp, name);
-  const arch = name.replace(/\.[^.]*$/, '');
-  const entries: ZipWriteEntry[] = [
-    { name: `${arch}/data.pkl`, size: pkl.length, data: () => [pkl] },
-    ...Object.entries(storages).map(([k, b]) => ({ name: `${arch}/data/${k}`, size: b.byteLength, data: () => [b] })),
-    { name: `${arch}/version`, size: 2, data: () => [Buffer.from('3\n')] },
-  ];
-  const fd = fs.openSync(file, 'w');
-  writeZip(fd, entries);
-  fs.closeSync(fd);
-  return file;
-}
+const craft = (name: string, pkl: Buffer, storages: Record<string, Uint8Array> = {}) => torchZip(path.join(tmp, name), pkl, storages);
 
 const int = (v: number): PickleNode => ({ t: 'int', v });
 const tup = (...items: PickleNode[]): PickleNode => ({ t: 'tuple', items });

@@ -6,7 +6,7 @@ import { readTorchStateDict, torchZipEntries, writeTorchStateDict } from '../../
 import { TensorMap } from '../../../src/model/weights/types';
 import { openZip, readZipEntry, readZipRange, writeZip, ZipReader } from '../../../src/model/weights/zip';
 import { UserError } from '../../../src/util/errors';
-import { expectSameTensors, f32, tempDir } from './helpers';
+import { expectSameTensors, f32, RawEntry, rawZip, tempDir } from './helpers';
 
 const tmp = tempDir('zip');
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -29,51 +29,6 @@ function withZip<T>(file: string, fn: (z: ZipReader) => T): T {
   } finally {
     fs.closeSync(fd);
   }
-}
-
-interface RawEntry { name: string; data: Buffer; deflate?: boolean; size?: number; crc?: number; flags?: number }
-
-/** A plain PKZIP archive (local headers with sizes, central directory, 32-bit end record): stored or deflated. */
-function rawZip(entries: RawEntry[]): Buffer {
-  const parts: Buffer[] = [];
-  const central: Buffer[] = [];
-  let off = 0;
-  for (const e of entries) {
-    const body = e.deflate ? zlib.deflateRawSync(e.data) : e.data;
-    const name = Buffer.from(e.name);
-    const crc = e.crc ?? crc32(e.data);
-    const size = e.size ?? e.data.length;
-    const h = Buffer.alloc(30);
-    h.writeUInt32LE(0x04034b50, 0);
-    h.writeUInt16LE(20, 4);
-    h.writeUInt16LE(e.flags ?? 0, 6);
-    h.writeUInt16LE(e.deflate ? 8 : 0, 8);
-    h.writeUInt32LE(crc, 14);
-    h.writeUInt32LE(body.length, 18);
-    h.writeUInt32LE(size, 22);
-    h.writeUInt16LE(name.length, 26);
-    const c = Buffer.alloc(46);
-    c.writeUInt32LE(0x02014b50, 0);
-    c.writeUInt16LE(20, 6);
-    c.writeUInt16LE(e.flags ?? 0, 8);
-    c.writeUInt16LE(e.deflate ? 8 : 0, 10);
-    c.writeUInt32LE(crc, 16);
-    c.writeUInt32LE(body.length, 20);
-    c.writeUInt32LE(size, 24);
-    c.writeUInt16LE(name.length, 28);
-    c.writeUInt32LE(off, 42);
-    parts.push(h, name, body);
-    central.push(c, name);
-    off += 30 + name.length + body.length;
-  }
-  const cd = Buffer.concat(central);
-  const end = Buffer.alloc(22);
-  end.writeUInt32LE(0x06054b50, 0);
-  end.writeUInt16LE(entries.length, 8);
-  end.writeUInt16LE(entries.length, 10);
-  end.writeUInt32LE(cd.length, 12);
-  end.writeUInt32LE(off, 16);
-  return Buffer.concat([...parts, cd, end]);
 }
 
 const tensors: TensorMap = new Map([['weight', f32([16, 8], 7)], ['bias', f32([16], 8)]]);

@@ -2,11 +2,12 @@
 import * as path from 'path';
 import type { CommandModule } from 'yargs';
 import { runDemo } from '../../eval/demo';
+import { packageRoot } from '../../util/package-root';
 import { CommonArgs, handler } from '../run';
 
 interface DemoArgs extends CommonArgs { config: string; eval?: string; outputDir: string; set?: string[]; evalSet?: string[] }
 
-const DEMO_DIR = path.resolve(__dirname, '../../../configs/demo');
+const DEMO_DIR = path.join(packageRoot(), 'configs', 'demo');
 
 export const demoCommand: CommandModule<object, DemoArgs> = {
   command: 'demo',

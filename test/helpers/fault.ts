@@ -8,6 +8,7 @@ import { ChildProcess, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { readSafetensors } from '../../src/model/weights/safetensors';
+import { createRng } from '../../src/util/rng';
 
 export const ROOT = path.resolve(__dirname, '../..');
 
@@ -91,16 +92,10 @@ export async function runOk(args: string[], env: Record<string, string> = {}): P
   return p;
 }
 
-/** mulberry32: a seeded uniform [0, 1) generator. */
+/** A seeded uniform [0, 1) generator (src/util/rng's mulberry32). */
 export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const r = createRng(seed);
+  return () => r.next();
 }
 
 /** Runs `fn` over `items` with at most `n` at a time; results in item order. */

@@ -5,22 +5,17 @@
 import * as tf from '@tensorflow/tfjs';
 import { availableBackends } from '../../src/backend';
 import { TokenIds } from '../../src/losses/sparse-score';
+import { createRng } from '../../src/util/rng';
 
 /** Every backend that the golden tests use, plus TF.js's plain-JS cpu backend as a second opinion. */
 export async function testBackends(): Promise<string[]> {
   return ['cpu', ...(await availableBackends())];
 }
 
-/** mulberry32: a small seeded generator so every test sees the same data. */
+/** A seeded uniform [0, 1) generator (src/util/rng's mulberry32). */
 export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const r = createRng(seed);
+  return () => r.next();
 }
 
 export function randomNormal(shape: number[], seed: number): tf.Tensor {

@@ -14,13 +14,18 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <c10/core/CPUAllocator.h>
 #include <c10/core/InferenceMode.h>
 #include <torch/version.h>
 #include <dlfcn.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace {
@@ -67,6 +72,162 @@ const at::Tensor& Lookup(Napi::Env env, const Napi::Value& v) {
   } catch (const std::exception& e) {
     throw Napi::Error::New(env, e.what());
   }
+}
+
+// ---- CPU memory: a caching allocator for large blocks ------------------------------------------------------
+// libtorch's CPU allocator hands every block to malloc, which maps blocks of more than a few MB freshly
+// and unmaps them on free, so every large tensor of a training step (gradients, optimizer temporaries,
+// the embedding's [vocab, hidden] gradient tables) is paid for again in page faults: about 6 s per GB in
+// the VMs this runs in (0.1 s per GB for memory already mapped), i.e. most of a bge-m3 step. Freed blocks
+// of at least 1 MiB are therefore kept and handed out again for a request of the same size or up to 1/16
+// smaller (sizes rounded up to 1/256). The cache is bounded so that blocks in use plus cached never exceed
+// the most ever in use at once (or 256 MiB): caching does not raise the peak, and a training step, which
+// allocates the same sizes every time, takes all its blocks from the cache after the first step.
+// M3_TORCH_CACHE_MB sets a fixed bound instead (0 turns caching off); the oldest blocks go first.
+class CachingCpuAllocator final : public c10::Allocator {
+ public:
+  static constexpr size_t kMinBlock = size_t(1) << 20;
+
+  explicit CachingCpuAllocator(c10::Allocator* fallback) : fallback_(fallback) {
+    if (const char* mb = std::getenv("M3_TORCH_CACHE_MB")) {
+      fixedCap_ = true;
+      cap_ = static_cast<size_t>(std::strtoull(mb, nullptr, 10)) << 20;
+    }
+  }
+
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3)
+  c10::DataPtr allocate(size_t n) override { return Allocate(n); }
+  void copy_data(void* dest, const void* src, std::size_t count) const override { std::memcpy(dest, src, count); }
+#else
+  c10::DataPtr allocate(size_t n) const override { return const_cast<CachingCpuAllocator*>(this)->Allocate(n); }
+#endif
+
+  // Large sizes are rounded up to 1/256 of their size (at least a page), so that nearly equal requests
+  // share blocks: the embedding gradient's [vocab + 1, hidden] table and a [vocab, hidden] tensor, say.
+  static size_t Round(size_t n) {
+    size_t g = 4096;
+    while (g < n / 256) g <<= 1;
+    return (n + g - 1) / g * g;
+  }
+
+  c10::DataPtr Allocate(size_t n) {
+    if (n < kMinBlock || (fixedCap_ && cap_ == 0)) return fallback_->allocate(n);
+    n = Round(n);
+    void* p = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = free_.lower_bound(n);
+      if (it != free_.end() && it->first - n <= n / 16) {
+        p = it->second.ptr;
+        size_t size = it->first;
+        cached_ -= size;
+        free_.erase(it);
+        live_ += size;
+        peak_ = std::max(peak_, live_);
+        sizes_[p] = size;
+        ++hits_;
+      }
+    }
+    if (!p) {
+      if (posix_memalign(&p, 64, n) != 0 || !p) throw std::bad_alloc();
+      std::lock_guard<std::mutex> lock(mu_);
+      live_ += n;
+      peak_ = std::max(peak_, live_);
+      sizes_[p] = n;
+      ++misses_;
+    }
+    return c10::DataPtr(p, p, &Release, c10::Device(c10::DeviceType::CPU));
+  }
+
+  // raw_allocate/raw_deallocate (used by some ATen kernels for scratch space) need a raw deleter.
+  c10::DeleterFnPtr raw_deleter() const override { return &Release; }
+
+  static void Release(void* p);
+
+  void Free(void* p) {
+    std::vector<void*> release;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto s = sizes_.find(p);
+      if (s == sizes_.end()) {  // a small block from the fallback, released through raw_deallocate
+        mu_.unlock();
+        fallback_->raw_deleter()(p);
+        mu_.lock();
+        return;
+      }
+      const size_t size = s->second;
+      sizes_.erase(s);
+      live_ -= size;
+      free_.emplace(size, Block{p, ++clock_});
+      cached_ += size;
+      const size_t cap = fixedCap_ ? cap_ : std::max<size_t>(size_t(256) << 20, peak_ - live_);
+      while (cached_ > cap && !free_.empty()) {
+        auto oldest = free_.begin();
+        for (auto it = free_.begin(); it != free_.end(); ++it) if (it->second.age < oldest->second.age) oldest = it;
+        cached_ -= oldest->first;
+        release.push_back(oldest->second.ptr);
+        free_.erase(oldest);
+      }
+    }
+    for (void* q : release) std::free(q);
+  }
+
+  // Releases every cached block (the memory in use stays) and restarts the peak from what is in use.
+  void Empty() {
+    std::vector<void*> release;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      peak_ = live_;
+      for (auto& [size, b] : free_) release.push_back(b.ptr);
+      free_.clear();
+      cached_ = 0;
+    }
+    for (void* q : release) std::free(q);
+  }
+
+  void Stats(size_t* live, size_t* peak, size_t* cached, size_t* hits, size_t* misses) {
+    std::lock_guard<std::mutex> lock(mu_);
+    *live = live_;
+    *peak = peak_;
+    *cached = cached_;
+    *hits = hits_;
+    *misses = misses_;
+  }
+
+ private:
+  struct Block {
+    void* ptr;
+    uint64_t age;
+  };
+  c10::Allocator* fallback_;
+  bool fixedCap_ = false;
+  size_t cap_ = 0;
+  std::mutex mu_;
+  std::multimap<size_t, Block> free_;
+  std::unordered_map<void*, size_t> sizes_;
+  size_t live_ = 0, peak_ = 0, cached_ = 0, hits_ = 0, misses_ = 0;
+  uint64_t clock_ = 0;
+};
+
+// Never destroyed: tensors may still be freed while the process exits.
+CachingCpuAllocator* g_cpuAlloc = nullptr;
+void CachingCpuAllocator::Release(void* p) { g_cpuAlloc->Free(p); }
+
+// cpuMemory() -> { liveBytes, peakLiveBytes, cachedBytes, hits, misses } of the large blocks (>= 1 MiB);
+// cpuMemory(true) first releases the cached blocks and restarts the peak.
+Napi::Value CpuMemory(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object out = Napi::Object::New(env);
+  if (!g_cpuAlloc) return out;
+  if (info.Length() > 0 && info[0].ToBoolean().Value()) g_cpuAlloc->Empty();
+  size_t live, peak, cached, hits, misses;
+  g_cpuAlloc->Stats(&live, &peak, &cached, &hits, &misses);
+  out.Set("liveBytes", static_cast<double>(live));
+  out.Set("peakLiveBytes", static_cast<double>(peak));
+  out.Set("cachedBytes", static_cast<double>(cached));
+  out.Set("hits", static_cast<double>(hits));
+  out.Set("misses", static_cast<double>(misses));
+  return out;
 }
 
 // ---- schema-guided argument conversion -----------------------------------------------------------------
@@ -310,6 +471,15 @@ Napi::Value Meta(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// exclusive(handle) -> true when this handle is the only reference to its tensor and the tensor the only
+// user of its storage (no view, alias or second handle shares the memory): in-place updates through it
+// (the fused optimizer step) are then invisible to every other tensor.
+Napi::Value Exclusive(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const at::Tensor& t = Lookup(env, info[0]);
+  return Napi::Boolean::New(env, t.use_count() == 1 && t.storage().use_count() == 1);
+}
+
 Napi::Value LiveHandles(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(g_live));
 }
@@ -355,12 +525,18 @@ Napi::Value DtypeCodes(Napi::Env env) {
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  if (!g_cpuAlloc) {
+    g_cpuAlloc = new CachingCpuAllocator(c10::GetCPUAllocator());
+    c10::SetCPUAllocator(g_cpuAlloc, /*priority=*/100);
+  }
+  exports.Set("cpuMemory", Napi::Function::New(env, CpuMemory));
   exports.Set("op", Napi::Function::New(env, Op));
   exports.Set("call", Napi::Function::New(env, Call));
   exports.Set("fromArray", Napi::Function::New(env, FromArray));
   exports.Set("toArray", Napi::Function::New(env, ToArray));
   exports.Set("free", Napi::Function::New(env, Free));
   exports.Set("meta", Napi::Function::New(env, Meta));
+  exports.Set("exclusive", Napi::Function::New(env, Exclusive));
   exports.Set("liveHandles", Napi::Function::New(env, LiveHandles));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("version", Napi::Function::New(env, Version));

@@ -31,6 +31,12 @@ function toTensor(t: HostTensor): tf.Tensor {
   return tf.tensor(t.data, t.shape, t.dtype);
 }
 
+/**
+ * A variable that owns its initial value's data: tf.variable(t) alone leaves `t` holding a reference, so the
+ * first assign() (every optimizer step) could never free the initial weights.
+ */
+const owned = (make: () => tf.Tensor, trainable = true): tf.Variable => tf.tidy(() => tf.variable(make(), trainable));
+
 export interface LoadOptions {
   /** A tokenizer dir overriding the model dir's own tokenizer files. */
   tokenizer?: string;
@@ -45,12 +51,12 @@ export function loadModel(dir: string, opts: LoadOptions = {}): M3Model {
   const config = readConfig(dir);
   const w = readModelWeights(dir);
   const params: Params = new Map();
-  for (const [name, t] of w.encoder) params.set(name, tf.variable(toTensor(t), !name.startsWith('pooler.')));
+  for (const [name, t] of w.encoder) params.set(name, owned(() => toTensor(t), !name.startsWith('pooler.')));
   const heads = [...w.heads.keys()];
   if (heads.length > 0 && heads.length < HEAD_NAMES.length) {
     throw new UserError(`${dir}: incomplete M3 heads (found ${heads.join(', ')}; need both colbert_linear and sparse_linear, as .pt or .safetensors)`);
   }
-  for (const [name, t] of w.heads) params.set(name, tf.variable(toTensor(t), true));
+  for (const [name, t] of w.heads) params.set(name, owned(() => toTensor(t)));
   checkShapes(config, params, dir);
   let tokenizer: Tokenizer | null = null;
   const tokDir = opts.tokenizer ?? dir;
@@ -125,9 +131,9 @@ export function initModel(config: EncoderConfig, opts: { seed: number; heads?: b
   const std = Number(config.raw.initializer_range ?? 0.02);
   const d = config.hidden;
   let seed = opts.seed;
-  const normal = (shape: number[]) => tf.variable(tf.randomNormal(shape, 0, std, 'float32', seed++));
-  const zeros = (n: number) => tf.variable(tf.zeros([n]));
-  const ones = (n: number) => tf.variable(tf.ones([n]));
+  const normal = (shape: number[]) => owned(() => tf.randomNormal(shape, 0, std, 'float32', seed++));
+  const zeros = (n: number) => owned(() => tf.zeros([n]));
+  const ones = (n: number) => owned(() => tf.ones([n]));
   const params: Params = new Map();
   const dense = (p: string, out: number, inp: number) => {
     params.set(p + '.weight', normal([out, inp]));
@@ -167,7 +173,7 @@ export function addHeads(m: M3Model, colbertDimension: number, seed: number): vo
   const d = m.config.hidden;
   const out = colbertDimension > 0 ? colbertDimension : d;
   const bound = 1 / Math.sqrt(d);
-  const u = (shape: number[], s: number) => tf.variable(tf.randomUniform(shape, -bound, bound, 'float32', s));
+  const u = (shape: number[], s: number) => owned(() => tf.randomUniform(shape, -bound, bound, 'float32', s));
   m.params.set('colbert_linear.weight', u([out, d], seed));
   m.params.set('colbert_linear.bias', u([out], seed + 1));
   m.params.set('sparse_linear.weight', u([1, d], seed + 2));

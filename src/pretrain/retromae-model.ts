@@ -58,12 +58,12 @@ export function retroMaeParams(cfg: EncoderConfig, encoder: Params, saved: Tenso
   for (const [name, shape] of Object.entries(retroMaeHeadShapes(cfg))) {
     const t = saved.get(name);
     if (t && t.shape.join() === shape.join()) {
-      out.set(name, tf.variable(tf.tensor(t.data, t.shape, 'float32')));
+      out.set(name, tf.tidy(() => tf.variable(tf.tensor(t.data, t.shape, 'float32')))); // the variable alone owns the data
       continue;
     }
     const isNorm = /LayerNorm|layer_norm/.test(name);
-    const init = shape.length === 2 ? tf.randomNormal(shape, 0, std, 'float32', s++) : isNorm && name.endsWith('.weight') ? tf.ones(shape) : tf.zeros(shape);
-    out.set(name, tf.variable(init));
+    const init = () => (shape.length === 2 ? tf.randomNormal(shape, 0, std, 'float32', s++) : isNorm && name.endsWith('.weight') ? tf.ones(shape) : tf.zeros(shape));
+    out.set(name, tf.tidy(() => tf.variable(init())));
   }
   return out;
 }
@@ -95,7 +95,7 @@ export function extendPositions(cfg: EncoderConfig, params: Params, newMax: numb
     const from = reserved + ((r - reserved) % (rows - reserved));
     out.set(src.subarray(from * d, (from + 1) * d), r * d);
   }
-  const grown = tf.variable(tf.tensor2d(out, [newMax, d]), old.trainable);
+  const grown = tf.tidy(() => tf.variable(tf.tensor2d(out, [newMax, d]), old.trainable));
   old.dispose();
   params.set(name, grown);
   cfg.maxPositions = newMax;

@@ -32,30 +32,56 @@ export function createAdamW(config: Partial<AdamWConfig> = {}): AdamW {
   return { config: { ...ADAMW_DEFAULTS, ...config }, step: 0, m: new Map(), v: new Map() };
 }
 
+/**
+ * A backend's fused AdamW kernel (torch: src/backend/torch/kernels/fused.ts): inputs param, m, v, grad;
+ * outputs the updated [param, m, v], each written in place into its input's memory where nothing else
+ * shares it. It computes the composite below op for op, so both paths give the same float32 results.
+ */
+const FUSED_ADAMW = 'TorchAdamW';
+
+/** A variable that owns `t`'s data (tf.variable alone leaves `t` holding it, so assign() could not free it). */
+function ownedVariable(t: tf.Tensor, trainable: boolean): tf.Variable {
+  const v = tf.variable(t, trainable);
+  t.dispose();
+  return v;
+}
+
 /** One update of every parameter that has a gradient, at learning rate `lr`. */
 export function adamwStep(opt: AdamW, params: Map<string, tf.Variable>, grads: Map<string, tf.Tensor>, lr: number): void {
   opt.step += 1;
   const [b1, b2] = opt.config.betas;
   const bc1 = 1 - b1 ** opt.step;
   const bc2Sqrt = Math.sqrt(1 - b2 ** opt.step);
+  const fused = tf.getKernel(FUSED_ADAMW, tf.getBackend()) !== undefined;
   for (const [name, g] of grads) {
     const p = params.get(name);
     if (!p) throw new Error(`gradient for unknown parameter '${name}'`);
     if (!opt.m.has(name)) {
-      opt.m.set(name, tf.variable(tf.zerosLike(p), false));
-      opt.v.set(name, tf.variable(tf.zerosLike(p), false));
+      opt.m.set(name, ownedVariable(tf.zerosLike(p), false));
+      opt.v.set(name, ownedVariable(tf.zerosLike(p), false));
     }
     const m = opt.m.get(name)!;
     const v = opt.v.get(name)!;
+    const decay = isNoDecay(name) ? 0 : lr * opt.config.weightDecay;
+    if (fused) {
+      tf.tidy(() => {
+        const attrs = { beta1: b1, beta2: b2, lr, eps: opt.config.eps, decay, bc1, bc2Sqrt };
+        const [pNew, mNew, vNew] = tf.engine().runKernel(FUSED_ADAMW, { param: p, m, v, grad: g }, attrs as never) as tf.Tensor[];
+        // an output on its input's dataId was updated in place; a new one (the input was shared) replaces it
+        if (pNew.dataId !== p.dataId) p.assign(pNew);
+        if (mNew.dataId !== m.dataId) m.assign(mNew);
+        if (vNew.dataId !== v.dataId) v.assign(vNew);
+      });
+      continue;
+    }
+    // Three tidies rather than one: each new moment replaces the old before the next is computed, so at
+    // most a few parameter-sized temporaries are alive at once (a dozen for the embedding otherwise).
+    tf.tidy(() => m.assign(tf.add(tf.mul(m, b1), tf.mul(g, 1 - b1))));
+    tf.tidy(() => v.assign(tf.add(tf.mul(v, b2), tf.mul(tf.square(g), 1 - b2))));
     tf.tidy(() => {
-      const decay = isNoDecay(name) ? 0 : lr * opt.config.weightDecay;
       const decayed = decay ? tf.mul(p, 1 - decay) : p;
-      const mNew = tf.add(tf.mul(m, b1), tf.mul(g, 1 - b1));
-      const vNew = tf.add(tf.mul(v, b2), tf.mul(tf.square(g), 1 - b2));
-      const denom = tf.add(tf.div(tf.sqrt(vNew), bc2Sqrt), opt.config.eps);
-      m.assign(mNew);
-      v.assign(vNew);
-      p.assign(tf.sub(decayed, tf.mul(tf.div(mNew, denom), lr / bc1)));
+      const denom = tf.add(tf.div(tf.sqrt(v), bc2Sqrt), opt.config.eps);
+      p.assign(tf.sub(decayed, tf.mul(tf.div(m, denom), lr / bc1)));
     });
   }
 }
@@ -65,7 +91,8 @@ export function adamwStep(opt: AdamW, params: Map<string, tf.Variable>, grads: M
  * and the (possibly scaled) gradients; the caller disposes the old ones. One scalar is read back.
  */
 export function clipGradNorm(grads: Map<string, tf.Tensor>, maxNorm: number): { norm: number; grads: Map<string, tf.Tensor> } {
-  const normT = tf.tidy(() => tf.sqrt(tf.addN([...grads.values()].map((g) => tf.sum(tf.square(g))))));
+  // one tidy per gradient: only one squared copy is alive at a time (all of them, 2.3 GB for bge-m3, otherwise)
+  const normT = tf.tidy(() => tf.sqrt(tf.addN([...grads.values()].map((g) => tf.tidy(() => tf.sum(tf.square(g)))))));
   const norm = normT.dataSync()[0];
   normT.dispose();
   const coef = maxNorm / (norm + 1e-6);
@@ -92,7 +119,7 @@ export function importAdamW(opt: AdamW, step: number, tensors: TensorMap): void 
     const name = rest.join('.');
     const target = kind === 'exp_avg' ? opt.m : kind === 'exp_avg_sq' ? opt.v : null;
     if (!target) throw new Error(`unexpected optimizer tensor '${key}'`);
-    target.set(name, tf.variable(tf.tensor(t.data, t.shape, 'float32'), false));
+    target.set(name, ownedVariable(tf.tensor(t.data, t.shape, 'float32'), false));
   }
 }
 

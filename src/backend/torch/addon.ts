@@ -16,7 +16,15 @@ export interface TorchAddon {
   free(handle: number): void;
   /** [scalarTypeCode, ...shape] */
   meta(handle: number): number[];
+  /** True when nothing else (a view, an alias, another handle) shares this handle's tensor or memory. */
+  exclusive(handle: number): boolean;
   liveHandles(): number;
+  /**
+   * The CPU caching allocator's large blocks (>= 1 MiB): bytes in use, the most in use at once, bytes
+   * cached for reuse, reuse hits and fresh allocations. `release` first returns the cached blocks to the
+   * system and restarts the peak.
+   */
+  cpuMemory(release?: boolean): { liveBytes: number; peakLiveBytes: number; cachedBytes: number; hits: number; misses: number };
   setThreads(intraOp: number, blas?: number): { intraOp: number; blasSet: boolean };
   version(): string;
   cudaAvailable(): boolean;

@@ -106,8 +106,10 @@ export class TorchBackend extends tf.KernelBackend {
     return this.data.numDataIds();
   }
 
-  memory(): { unreliable: boolean; reasons?: string[]; nativeHandles: number } {
-    return { unreliable: false, nativeHandles: addon().liveHandles() };
+  /** nativeHandles: live libtorch tensors; cpuLiveBytes / cpuCachedBytes: large CPU blocks in use / kept for reuse. */
+  memory(): { unreliable: boolean; reasons?: string[]; nativeHandles: number; cpuLiveBytes: number; cpuCachedBytes: number } {
+    const cpu = addon().cpuMemory();
+    return { unreliable: false, nativeHandles: addon().liveHandles(), cpuLiveBytes: cpu.liveBytes ?? 0, cpuCachedBytes: cpu.cachedBytes ?? 0 };
   }
 
   timerAvailable(): boolean {
@@ -160,6 +162,15 @@ export class TorchBackend extends tf.KernelBackend {
     const dataId = {};
     this.data.set(dataId, { handle, shape, dtype, refCount: 1 });
     return { dataId, shape, dtype };
+  }
+
+  /**
+   * True when writing into `info`'s memory in place changes no other tensor: its dataId has one
+   * reference and no view, alias or other handle shares its libtorch tensor or storage.
+   */
+  exclusive(info: tf.TensorInfo): boolean {
+    const d = this.data.get(info.dataId);
+    return d.refCount === 1 && d.handle !== 0 && addon().exclusive(d.handle);
   }
 
   /** Frees handles of intermediate results a kernel made and no tensor owns. */

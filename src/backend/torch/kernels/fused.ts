@@ -4,6 +4,7 @@
  * tf.customGrad. Forward kernels also return what the backward needs (LayerNorm's mean and 1/σ, the
  * attention probabilities, the log-probabilities) so TF.js owns their lifetime like any saved tensor.
  */
+import * as tf from '@tensorflow/tfjs';
 import { aten, Handle } from '../aten';
 import { kernel } from '../registry';
 import { code, scoped, toDtype } from './util';
@@ -81,3 +82,57 @@ kernel('TorchSoftmaxCrossEntropyGrad', ({ dy, logp, targets }, b, { ignoreIndex 
     return b.out(logSoftmaxBackward(dlogp, b.h(logp), -1, code('float32')), 'float32');
   }),
 );
+
+// AdamW update of one parameter (src/train/adamw.ts), in place: the same ATen ops in the same order as the
+// TF.js composite there (so the same float32 results), but written into the parameter's and the moments'
+// own memory with one temporary the size of the parameter, instead of a dozen. A tensor whose memory is
+// shared (another TF.js tensor on its dataId, a view, an alias) is first copied, and the copy returned.
+// Outputs [param, m, v]: each either its input's dataId (updated in place) or a new tensor.
+const mulInplace = aten('mul_.Scalar');
+const addInplace = aten('add_.Tensor');
+const addScalarInplace = aten('add_.Scalar');
+const subInplace = aten('sub_.Tensor');
+const divScalarInplace = aten('div_.Scalar');
+const mulOut = aten('mul.out');
+const divOut = aten('div.out');
+const sqrtOut = aten('sqrt.out');
+const clone = aten('clone');
+kernel('TorchAdamW', ({ param, m, v, grad }, b, { beta1, beta2, lr, eps, decay, bc1, bc2Sqrt }) => {
+  const own = (x: tf.TensorInfo): tf.TensorInfo => {
+    if (b.exclusive(x)) {
+      b.incRef(x.dataId);
+      return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
+    }
+    return b.out(clone(b.h(x)), 'float32');
+  };
+  // In-place ATen ops return their `self`/`out` as a fresh handle to the same tensor: drop it at once.
+  const run = (fn: (...a: unknown[]) => unknown, ...args: unknown[]) => b.free(fn(...args) as Handle);
+  const outs = [own(param), own(m), own(v)];
+  try {
+    const [p, mm, vv] = outs.map((o) => b.h(o));
+    const g = b.h(grad);
+    scoped((tmp) => {
+      // m ← β1·m + (1−β1)·g
+      run(mulInplace, mm, beta1);
+      const t = tmp(mulScalar(g, 1 - beta1));
+      run(addInplace, mm, t);
+      // v ← β2·v + (1−β2)·g²   (square is g·g in ATen)
+      run(mulInplace, vv, beta2);
+      run(mulOut, g, g, t);
+      run(mulInplace, t, 1 - beta2);
+      run(addInplace, vv, t);
+      // p ← p·(1 − lr·wd) − (lr/bc1) · m / (√v / √bc2 + ε)
+      run(sqrtOut, vv, t);
+      run(divScalarInplace, t, bc2Sqrt);
+      run(addScalarInplace, t, eps);
+      run(divOut, mm, t, t);
+      run(mulInplace, t, lr / bc1);
+      if (decay) run(mulInplace, p, 1 - decay);
+      run(subInplace, p, t);
+    });
+    return outs;
+  } catch (e) {
+    for (const o of outs) b.disposeData(o.dataId);
+    throw e;
+  }
+});

@@ -1,0 +1,81 @@
+/**
+ * The fused in-place AdamW kernel (TorchAdamW) against the TF.js composite of src/train/adamw.ts: bit-equal
+ * results on torch, parameters and moments updated in their own memory when nothing shares it, and a
+ * copy (never a write into shared memory) when a clone, view or second reference holds the same data.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { addon } from '../../../src/backend/torch/addon';
+import { adamwStep, createAdamW, disposeAdamW } from '../../../src/train/adamw';
+import { describeTorch, rand } from './setup';
+
+const NAMES = ['w.weight', 'w.bias', 'LayerNorm.weight'];
+const SHAPES = [[37, 19], [19], [19]];
+
+function makeParams(): Map<string, tf.Variable> {
+  return new Map(NAMES.map((n, i) => [n, tf.tidy(() => tf.variable(rand(SHAPES[i], i + 1)))]));
+}
+
+/** Three AdamW steps with weight decay; returns params and moments as arrays. */
+function run(fused: boolean, hold?: (params: Map<string, tf.Variable>) => tf.Tensor[]) {
+  const params = makeParams();
+  const opt = createAdamW({ lr: 3e-3, weightDecay: 0.1, eps: 1e-6 });
+  const held = hold ? hold(params) : [];
+  const heldValues = held.map((t) => Array.from(t.dataSync()));
+  // Without the kernel registered for the active backend adamwStep takes the composite path.
+  const config = tf.getKernel('TorchAdamW', 'torch')!;
+  if (!fused) tf.unregisterKernel('TorchAdamW', 'torch');
+  try {
+    for (let step = 0; step < 3; step++) {
+      const grads = new Map(NAMES.map((n, i) => [n, rand(SHAPES[i], 10 * step + i + 5, 0.5)]));
+      adamwStep(opt, params, grads, 3e-3);
+      tf.dispose([...grads.values()]);
+    }
+    const read = (m: Map<string, tf.Tensor>) => NAMES.map((n) => Array.from(m.get(n)!.dataSync()));
+    const out = { params: read(params), m: read(opt.m), v: read(opt.v), heldAfter: held.map((t) => Array.from(t.dataSync())), heldValues };
+    return out;
+  } finally {
+    if (!fused) tf.registerKernel(config);
+    tf.dispose(held);
+    disposeAdamW(opt);
+    tf.dispose([...params.values()]);
+  }
+}
+
+describeTorch('fused AdamW on torch', () => {
+  beforeAll(() => tf.setBackend('torch'));
+  afterAll(() => tf.setBackend('cpu'));
+
+  test('is registered and gives exactly the composite results', () => {
+    expect(tf.getKernel('TorchAdamW', 'torch')).toBeDefined();
+    const fused = run(true);
+    const composite = run(false);
+    expect(fused.params).toEqual(composite.params);
+    expect(fused.m).toEqual(composite.m);
+    expect(fused.v).toEqual(composite.v);
+  });
+
+  test('updates in place, allocating no new tensors in steady state', () => {
+    const params = makeParams();
+    const opt = createAdamW({ lr: 1e-3, weightDecay: 0.01 });
+    const grads = new Map(NAMES.map((n, i) => [n, rand(SHAPES[i], i + 7)]));
+    try {
+      adamwStep(opt, params, grads, 1e-3); // creates the moments
+      const ids = NAMES.map((n) => [params.get(n)!.dataId, opt.m.get(n)!.dataId, opt.v.get(n)!.dataId]);
+      const before = { tensors: tf.memory().numTensors, handles: addon().liveHandles() };
+      adamwStep(opt, params, grads, 1e-3);
+      expect(NAMES.map((n) => [params.get(n)!.dataId, opt.m.get(n)!.dataId, opt.v.get(n)!.dataId])).toEqual(ids);
+      expect(tf.memory().numTensors).toBe(before.tensors);
+      expect(addon().liveHandles()).toBe(before.handles);
+    } finally {
+      tf.dispose([...grads.values(), ...params.values()]);
+      disposeAdamW(opt);
+    }
+  });
+
+  test('never writes into memory another tensor shares (clone, view, second reference)', () => {
+    const hold = (p: Map<string, tf.Variable>) => [tf.clone(p.get(NAMES[0])!), tf.reshape(p.get(NAMES[1])!, [1, 19]), tf.keep(p.get(NAMES[2])!.clone())];
+    const shared = run(true, hold);
+    expect(shared.heldAfter).toEqual(shared.heldValues);
+    expect(shared.params).toEqual(run(false).params);
+  });
+});

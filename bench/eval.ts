@@ -10,7 +10,8 @@ import * as tf from '@tensorflow/tfjs';
 import { useBackend } from '../src/backend';
 import { retrieveBeir, scoreRuns } from '../src/eval/beir';
 import { loadBeir } from '../src/eval/data';
-import { buildInvertedIndex, denseSearch, EncodedSet, EVAL_MODES, Matrix, PackedVectors, searchModes, sparseSearch, topKCollector } from '../src/eval/search';
+import { MODES } from '../src/model/scores';
+import { buildInvertedIndex, denseSearch, EncodedSet, Matrix, PackedVectors, searchModes, sparseSearch, topKCollector } from '../src/eval/search';
 import { parseConfig } from '../src/model/config';
 import { initModel } from '../src/model/m3';
 import { SparseVec } from '../src/model/scores';
@@ -88,7 +89,7 @@ export async function run(args: { json?: boolean; backend?: string }): Promise<v
     emit({ bench: 'nfcorpus', what: 'load BEIR folder (gzip corpus)', seconds: loadSecs });
     const config = parseConfig(JSON.parse(fs.readFileSync(path.join(tinyDir, 'config.json'), 'utf8')));
     const model = initModel(config, { seed: 1, heads: true, tokenizer: loadTokenizer(tinyDir) });
-    const modes = [...EVAL_MODES];
+    const modes = [...MODES];
     const t = performance.now();
     const r = await retrieveBeir(model, ds, { modes, maxLength: 32, progress: false });
     const results = scoreRuns(r.dataset, r.runs);

@@ -9,7 +9,7 @@
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { UserError } from '../util/errors';
-import { setFusedOps } from '../model/ops';
+import { setFusedOps } from './ops';
 import { patchWasmKernels } from './wasm-fixes';
 
 export const BACKENDS = ['torch', 'tensorflow', 'wasm', 'cpu'] as const; // fastest first

@@ -14,7 +14,7 @@ export const MANIFEST_FILE = 'manifest.json';
 export const FORMAT_NAME = 'm3-dataset';
 export const FORMAT_VERSION = 1;
 
-/** Length buckets over a group's longest tokenized text (spec §4): 0, 500, 1000, 2000, …, 7000, ∞. */
+/** Length buckets over a group's longest tokenized text (FlagEmbedding's split_data_by_length.py): 0, 500, 1000, 2000, …, 7000, ∞. */
 export const BUCKET_BOUNDS = [0, 500, 1000, 2000, 3000, 4000, 5000, 6000, 7000, Infinity];
 export const BUCKETS = BUCKET_BOUNDS.slice(0, -1).map((lo, i) => `${lo}-${BUCKET_BOUNDS[i + 1] === Infinity ? 'inf' : BUCKET_BOUNDS[i + 1]}`);
 
@@ -24,7 +24,10 @@ export function bucketOf(maxLen: number): string {
   return BUCKETS[BUCKETS.length - 1];
 }
 
-/** Per-device batch sizes by bucket from spec §4 (80 GB GPUs): fine-tuning with G = 8, and unsupervised G = 1. */
+/**
+ * Per-device batch sizes by bucket on 80 GB GPUs, fine-tuning with G = 8 and unsupervised with G = 1
+ * (BGE-M3 paper Table 9; the old FlagEmbedding BGE_M3/data.py get_file_batch_size).
+ */
 export const FINETUNE_BATCH_SIZES: Record<string, number> = {
   '0-500': 48, '500-1000': 32, '1000-2000': 20, '2000-3000': 18, '3000-4000': 14, '4000-5000': 14, '5000-6000': 12, '6000-7000': 10, '7000-inf': 8,
 };

@@ -26,7 +26,7 @@ export interface PrepareOptions {
   maxLen?: number;
   /** Skip invalid rows (and empty files), counting them by reason, instead of stopping at the first. */
   skipInvalid?: boolean;
-  /** Within a directory input, files with fewer rows are merged into one dataset (spec §5; 0 = off). */
+  /** Within a directory input, files with fewer rows are merged into one dataset (FlagEmbedding's small_threshold; 0 = off). */
   smallThreshold?: number;
   /** A merged dataset with fewer rows is dropped. */
   dropThreshold?: number;
@@ -129,122 +129,164 @@ interface Context {
 /** Tokenizes one input file into one Arrow file per length bucket under tmp/data/. */
 async function prepareSource(file: string, index: number, ctx: Context): Promise<SourceResult> {
   const { lines, digest } = readLines(file, ctx.onBytes);
-  const skipped: Partial<Record<InvalidReason, number>> = {};
-  const writers = new Map<string, { w: ArrowFileWriter; b: ChunkBuilder<never>; entry: ArrowFileEntry }>();
-  const bucketCounts: Record<string, number> = {};
   const isPairs = ctx.format !== 'pretrain';
   const withText = isPairs && ctx.settings.keepText;
-  let rows = 0;
-  let tokens = 0;
+  const out = openBucketFiles(file, index, ctx, withText);
+  const packer = blockPacker(ctx.tok, ctx.lengths.max ?? 0, (row) => out.write(bucketOf(row.length), row, row.length));
+  const skipped: Partial<Record<InvalidReason, number>> = {};
   let seen = 0;
   let first: PairRecord | null = null;
   let hasScores = true;
   let minNeg = Infinity;
-
-  const emit = (bucket: string, row: unknown, nIds: number): void => {
-    let slot = writers.get(bucket);
-    if (!slot) {
-      const rel = `data/${String(index).padStart(4, '0')}-${safeName(stem(file))}_len-${bucket}.arrow`;
-      const w = openArrowWriter(path.join(ctx.tmp, rel));
-      const b = (isPairs ? pairChunkBuilder(withText) : pretrainChunkBuilder()) as ChunkBuilder<never>;
-      slot = { w, b, entry: { file: rel, source: index, rows: 0, chunks: w.chunks } };
-      writers.set(bucket, slot);
-    }
-    slot.b.append(row as never);
-    slot.entry.rows++;
-    rows++;
-    tokens += nIds;
-    bucketCounts[bucket] = (bucketCounts[bucket] ?? 0) + 1;
-    if (slot.b.ids >= ctx.chunkIds || slot.b.rows >= CHUNK_ROWS) {
-      slot.w.write(slot.b.finish());
-      slot.b = (isPairs ? pairChunkBuilder(withText) : pretrainChunkBuilder()) as ChunkBuilder<never>;
-    }
-  };
-
-  // pretrain packing: texts are cut into blocks of max−2 tokens; short texts and tails share blocks
-  const block = (ctx.lengths.max ?? 0) - ((ctx.tok.clsId >= 0 ? 1 : 0) + (ctx.tok.sepId >= 0 ? 1 : 0));
-  let pending: number[] = [];
-  const emitBlock = (ids: ArrayLike<number>) => {
-    const row = new Int32Array(ids.length + (ctx.tok.clsId >= 0 ? 1 : 0) + (ctx.tok.sepId >= 0 ? 1 : 0));
-    let k = 0;
-    if (ctx.tok.clsId >= 0) row[k++] = ctx.tok.clsId;
-    row.set(ids as never, k);
-    k += ids.length;
-    if (ctx.tok.sepId >= 0) row[k++] = ctx.tok.sepId;
-    emit(bucketOf(row.length), row, row.length);
-  };
-  const pack = (ids: number[]) => {
-    if (ids.length === 0) return;
-    if (pending.length + ids.length <= block) {
-      for (const t of ids) pending.push(t);
-      return;
-    }
-    if (pending.length) emitBlock(pending);
-    pending = [];
-    let s = 0;
-    for (; ids.length - s > block; s += block) emitBlock(ids.slice(s, s + block));
-    pending = ids.slice(s);
-  };
-
-  const qMax = ctx.lengths.query ?? 0;
-  const pMax = ctx.lengths.passage ?? 0;
-  const { queryInstruction, queryInstructionFormat } = ctx.settings;
   try {
     for await (const { lineNo, text } of lines) {
       seen++;
       const rec = parseRecord(text, ctx.format);
       if (isInvalidRecord(rec)) {
-        if (!ctx.skipInvalid) throw new UserError(describeInvalid(file, lineNo, rec));
+        if (!ctx.skipInvalid) throw new UserError(describeInvalid(`${file}:${lineNo}`, rec));
         skipped[rec.reason] = (skipped[rec.reason] ?? 0) + 1;
         continue;
       }
       if (!isPairs) {
-        pack(ctx.tok.tokenize((rec as TextRecord).text));
+        packer.pack(ctx.tok.tokenize((rec as TextRecord).text));
         continue;
       }
       const r = rec as PairRecord;
       if (!first) first = r;
-      // FlagEmbedding: a row's `prompt` replaces the instruction, and is used only when an instruction is set
-      const instruction = queryInstruction === null ? null : r.prompt ?? queryInstruction;
-      const withInstr = (t: string) => (instruction === null ? t : applyInstruction(queryInstructionFormat, instruction, t));
-      // symmetric STS / clustering: passages are the same kind of text as queries and get the instruction too
-      const symmetricPassages = r.type === 'symmetric_sts' || r.type === 'symmetric_clustering';
-      const passageText = (t: string) => (symmetricPassages ? withInstr(t) : t);
-      const passage = (t: string) => encodeTruncated(ctx.tok, passageText(t), pMax);
-      const q = encodeTruncated(ctx.tok, withInstr(r.query), qMax);
-      const pos = r.pos.map(passage);
-      const neg = r.neg.map(passage);
-      let longest = q.length;
-      let nIds = q.length;
-      for (const p of pos) (longest = Math.max(longest, p.length)), (nIds += p.length);
-      for (const p of neg) (longest = Math.max(longest, p.length)), (nIds += p.length);
       if (r.posScores === null) hasScores = false;
-      minNeg = Math.min(minNeg, neg.length);
-      const row: PairRow = { query: q, pos, neg, posScores: r.posScores, negScores: r.negScores, posText: withText ? r.pos.map(passageText) : undefined };
-      emit(bucketOf(longest), row, nIds);
+      minNeg = Math.min(minNeg, r.neg.length);
+      const { row, longest, nIds } = encodePairRow(r, ctx, withText);
+      out.write(bucketOf(longest), row, nIds);
     }
-    if (!isPairs && pending.length) emitBlock(pending);
+    if (!isPairs) packer.flush();
     if (seen === 0) {
       if (!ctx.skipInvalid) throw new UserError(`${file}:1: empty file (no JSON lines)`);
       skipped.empty_file = (skipped.empty_file ?? 0) + 1;
     }
   } finally {
-    for (const slot of writers.values()) {
-      if (slot.b.rows) slot.w.write(slot.b.finish());
-      await slot.w.close();
-    }
+    await out.close();
   }
   const { size, sha256 } = digest();
-  const files: Record<string, ArrowFileEntry> = {};
-  for (const [bucket, slot] of writers) files[bucket] = slot.entry;
+  const { files, buckets, rows, tokens } = out.summary();
   return {
     index,
-    entry: { path: path.resolve(file), size, sha256, rows, skipped, buckets: bucketCounts },
+    entry: { path: path.resolve(file), size, sha256, rows, skipped, buckets },
     files,
     first,
     hasScores: hasScores && rows > 0,
     minNeg: minNeg === Infinity ? 0 : minNeg,
     tokens,
+  };
+}
+
+/**
+ * A pair record tokenized, with its longest sequence (for the length bucket) and its token count. The query
+ * instruction follows FlagEmbedding: a row's `prompt` replaces it, and is used only when an instruction is
+ * set; symmetric_sts / symmetric_clustering passages are the same kind of text as queries and get it too.
+ */
+function encodePairRow(r: PairRecord, ctx: Context, withText: boolean): { row: PairRow; longest: number; nIds: number } {
+  const { queryInstruction, queryInstructionFormat } = ctx.settings;
+  const instruction = queryInstruction === null ? null : r.prompt ?? queryInstruction;
+  const withInstr = (t: string) => (instruction === null ? t : applyInstruction(queryInstructionFormat, instruction, t));
+  const symmetricPassages = r.type === 'symmetric_sts' || r.type === 'symmetric_clustering';
+  const passageText = (t: string) => (symmetricPassages ? withInstr(t) : t);
+  const passage = (t: string) => encodeTruncated(ctx.tok, passageText(t), ctx.lengths.passage ?? 0);
+  const q = encodeTruncated(ctx.tok, withInstr(r.query), ctx.lengths.query ?? 0);
+  const pos = r.pos.map(passage);
+  const neg = r.neg.map(passage);
+  let longest = q.length;
+  let nIds = q.length;
+  for (const p of pos) {
+    longest = Math.max(longest, p.length);
+    nIds += p.length;
+  }
+  for (const p of neg) {
+    longest = Math.max(longest, p.length);
+    nIds += p.length;
+  }
+  const row: PairRow = { query: q, pos, neg, posScores: r.posScores, negScores: r.negScores, posText: withText ? r.pos.map(passageText) : undefined };
+  return { row, longest, nIds };
+}
+
+/**
+ * Pretrain packing (RetroMAE's preprocessing packs sentences the same way): texts' tokens are cut into blocks
+ * of maxLen minus the special tokens, short texts and tails share blocks, every block is [CLS] … [SEP].
+ */
+function blockPacker(tok: Tokenizer, maxLen: number, write: (row: Int32Array) => void): { pack(ids: number[]): void; flush(): void } {
+  const nSpecial = (tok.clsId >= 0 ? 1 : 0) + (tok.sepId >= 0 ? 1 : 0);
+  const block = maxLen - nSpecial;
+  let pending: number[] = [];
+  const writeBlock = (ids: ArrayLike<number>) => {
+    const row = new Int32Array(ids.length + nSpecial);
+    let k = 0;
+    if (tok.clsId >= 0) row[k++] = tok.clsId;
+    row.set(ids as never, k);
+    k += ids.length;
+    if (tok.sepId >= 0) row[k++] = tok.sepId;
+    write(row);
+  };
+  return {
+    pack(ids) {
+      if (ids.length === 0) return;
+      if (pending.length + ids.length <= block) {
+        for (const t of ids) pending.push(t);
+        return;
+      }
+      if (pending.length) writeBlock(pending);
+      pending = [];
+      let s = 0;
+      for (; ids.length - s > block; s += block) writeBlock(ids.slice(s, s + block));
+      pending = ids.slice(s);
+    },
+    flush() {
+      if (pending.length) writeBlock(pending);
+    },
+  };
+}
+
+/**
+ * A source's rows, one Arrow file per length bucket (created at the bucket's first row), cut into chunks of
+ * about ctx.chunkIds token ids: the unit a reader loads and seeks to.
+ */
+function openBucketFiles(file: string, index: number, ctx: Context, withText: boolean) {
+  const newChunk = () => (ctx.format !== 'pretrain' ? pairChunkBuilder(withText) : pretrainChunkBuilder()) as ChunkBuilder<never>;
+  const slots = new Map<string, { w: ArrowFileWriter; b: ChunkBuilder<never>; entry: ArrowFileEntry }>();
+  let tokens = 0;
+  return {
+    write(bucket: string, row: unknown, nIds: number): void {
+      let slot = slots.get(bucket);
+      if (!slot) {
+        const rel = `data/${String(index).padStart(4, '0')}-${safeName(stem(file))}_len-${bucket}.arrow`;
+        const w = openArrowWriter(path.join(ctx.tmp, rel));
+        slot = { w, b: newChunk(), entry: { file: rel, source: index, rows: 0, chunks: w.chunks } };
+        slots.set(bucket, slot);
+      }
+      slot.b.append(row as never);
+      slot.entry.rows++;
+      tokens += nIds;
+      if (slot.b.ids >= ctx.chunkIds || slot.b.rows >= CHUNK_ROWS) {
+        slot.w.write(slot.b.finish());
+        slot.b = newChunk();
+      }
+    },
+    /** Writes every bucket's last, partial chunk and closes the files (also after a failure: no handle left open). */
+    async close(): Promise<void> {
+      for (const slot of slots.values()) {
+        if (slot.b.rows) slot.w.write(slot.b.finish());
+        await slot.w.close();
+      }
+    },
+    summary(): { files: Record<string, ArrowFileEntry>; buckets: Record<string, number>; rows: number; tokens: number } {
+      const files: Record<string, ArrowFileEntry> = {};
+      const buckets: Record<string, number> = {};
+      let rows = 0;
+      for (const [bucket, slot] of slots) {
+        files[bucket] = slot.entry;
+        buckets[bucket] = slot.entry.rows;
+        rows += slot.entry.rows;
+      }
+      return { files, buckets, rows, tokens };
+    },
   };
 }
 
@@ -256,7 +298,11 @@ function hasSuffixFlag(name: string): boolean {
   return name.endsWith(NO_IN_BATCH_NEG);
 }
 
-/** Turns per-file results into datasets: standalone files, small files of a directory merged (spec §5). */
+/**
+ * Turns per-file results into datasets as FlagEmbedding's AbsEmbedderSameDatasetTrainDataset.__init__ does: a
+ * file is a dataset; a directory's files under small_threshold rows are merged into one (batch size: the
+ * smallest of theirs), dropped if it has under drop_threshold rows; a small standalone file is skipped.
+ */
 function assignDatasets(groups: InputGroup[], results: SourceResult[][], settings: PrepareSettings, tmp: string, log: (s: string) => void): DatasetEntry[] {
   const datasets: DatasetEntry[] = [];
   const names = new Set<string>();

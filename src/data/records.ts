@@ -2,7 +2,7 @@
  * One JSON line → one validated record, or the reason it is invalid (with the field to blame), so that
  * `prepare` can stop at `file:line` or, with --skip-invalid, count skipped rows by reason.
  * Formats: finetune `{query, pos[], neg[], pos_scores?, neg_scores?, prompt?, type?, batch_size?,
- * train_group_size?}` (spec §5), pairs (the same, `neg` optional), pretrain `{text}`.
+ * train_group_size?}` (FlagEmbedding's fine-tuning data), pairs (the same, `neg` optional), pretrain `{text}`.
  */
 
 export type DataFormat = 'finetune' | 'pairs' | 'pretrain';
@@ -127,8 +127,13 @@ export function parseRecord(text: string | null, format: DataFormat): ParsedReco
   const parsed = parseJsonLine(text);
   if (isInvalid(parsed)) return parsed;
   if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) return bad('not_object', null, `expected a JSON object, got ${typeName(parsed)}`);
-  const obj = parsed as Record<string, unknown>;
+  return recordOf(parsed as Record<string, unknown>, format);
+}
 
+/** Validates one parsed line's fields (FlagEmbedding's training-data keys and their old aliases). */
+export function recordOf(obj: Record<string, unknown>, format: 'pairs' | 'finetune'): PairRecord | Invalid;
+export function recordOf(obj: Record<string, unknown>, format: DataFormat): ParsedRecord | Invalid;
+export function recordOf(obj: Record<string, unknown>, format: DataFormat): ParsedRecord | Invalid {
   if (format === 'pretrain') {
     // `content` is the old FlagEmbedding corpus field ({content} lines of toy_corpus.json)
     const key = obj.text !== undefined ? 'text' : obj.content !== undefined ? 'content' : null;
@@ -182,6 +187,6 @@ export function isInvalidRecord(r: ParsedRecord | Invalid): r is Invalid {
 }
 
 /** "file:line: field: message" — the one-line form every bad-input error takes. */
-export function describeInvalid(file: string, lineNo: number, inv: Invalid): string {
-  return `${file}:${lineNo}: ${inv.field ? `${inv.field}: ` : ''}${inv.message}`;
+export function describeInvalid(where: string, inv: Invalid): string {
+  return `${where}: ${inv.field ? `${inv.field}: ` : ''}${inv.message}`;
 }

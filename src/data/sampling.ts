@@ -1,7 +1,8 @@
 /**
- * Per-example sampling of FlagEmbedding (spec §5): one random positive, G−1 negatives without
- * replacement (the index list replicated when there are too few), and the text-shuffle augmentation
- * (spec §3). Pure functions of an Rng so that every draw is reproducible from the batch position.
+ * Per-example sampling of FlagEmbedding (AbsEmbedderSameDatasetTrainDataset._create_batch_data): one random
+ * positive, G−1 negatives without replacement (the index list replicated when there are too few), and the
+ * text-shuffle augmentation (_shuffle_text). Pure functions of an Rng so that every draw is reproducible
+ * from the batch position.
  */
 import type { Rng } from '../util/rng';
 

@@ -1,6 +1,6 @@
 /**
  * Retrieval evaluation on a raw BEIR folder: encode the corpus and the split's queries with the model,
- * search every requested mode exactly (src/eval/search.ts, spec §8 hybrid protocol), and score the runs
+ * search every requested mode exactly (src/eval/search.ts, the M3 paper's hybrid protocol), and score the runs
  * with trec_eval's nDCG@10, Recall@100 and MRR@10 (src/eval/metrics.ts).
  *
  * Memory: the corpus outputs stay in memory while searching — dense rows × dim floats, the lexical
@@ -14,20 +14,20 @@ import { UserError } from '../util/errors';
 import { Progress } from '../util/progress';
 import { BeirDataset, loadBeir } from './data';
 import { evaluateRun, METRIC_NAMES, RetrievalMetrics, Run } from './metrics';
-import { EncodedSet, EVAL_MODES, EvalMode, Hits, outputsFor, searchModes } from './search';
+import { DEFAULT_MODE_WEIGHTS, Mode, MODE_ALIASES, modeNamed, MODES } from '../model/scores';
+import { EncodedSet, Hits, outputsFor, searchModes } from './search';
 
-export type EvalResults = Partial<Record<EvalMode, RetrievalMetrics>>;
+export type EvalResults = Partial<Record<Mode, RetrievalMetrics>>;
 
-export const DEFAULT_WEIGHTS: [number, number, number] = [1, 0.3, 1]; // spec §1.3 / §8 (MKQA release weights)
 export const DEFAULT_MAX_LENGTH = 512;
 export const DEFAULT_TOP_K = 100;
 
 export interface BeirEvalOptions {
   /** qrels/<split>.tsv (default 'dev'); used only when a folder path is given. */
   split?: string;
-  modes?: EvalMode[];
+  modes?: Mode[];
   /** [dense, sparse, colbert] weights of the hybrid modes. */
-  weights?: [number, number, number];
+  weights?: readonly [number, number, number];
   /** Document truncation in tokens (default 512, capped by the model). */
   maxLength?: number;
   /** Query truncation in tokens (default: maxLength). */
@@ -43,21 +43,23 @@ export interface BeirEvalOptions {
 
 export interface BeirRetrieval {
   dataset: BeirDataset;
-  runs: Partial<Record<EvalMode, Run>>;
+  runs: Partial<Record<Mode, Run>>;
   seconds: { encodeCorpus: number; encodeQueries: number; search: number };
 }
 
 /** Parses "dense,sparse,all" into modes, rejecting unknown names and modes the model cannot serve. */
-export function parseModes(spec: string | readonly string[]): EvalMode[] {
+export function parseModes(spec: string | readonly string[]): Mode[] {
   const names = (typeof spec === 'string' ? spec.split(',') : [...spec]).map((s) => s.trim()).filter(Boolean);
-  if (names.length === 0) throw new UserError(`no evaluation modes given (choose from ${EVAL_MODES.join(', ')})`);
-  for (const n of names) {
-    if (!(EVAL_MODES as readonly string[]).includes(n)) throw new UserError(`unknown evaluation mode '${n}' (choose from ${EVAL_MODES.join(', ')})`);
-  }
-  return [...new Set(names)] as EvalMode[];
+  if (names.length === 0) throw new UserError(`no evaluation modes given (choose from ${MODES.join(', ')})`);
+  const modes = names.map((n) => {
+    const m = modeNamed(n);
+    if (!m) throw new UserError(`unknown evaluation mode '${n}' (choose from ${MODES.join(', ')}; FlagEmbedding's ${Object.keys(MODE_ALIASES).join(', ')} are accepted)`);
+    return m;
+  });
+  return [...new Set(modes)];
 }
 
-export function checkModesSupported(model: M3Model, modes: readonly EvalMode[]): void {
+export function checkModesSupported(model: M3Model, modes: readonly Mode[]): void {
   const needHeads = modes.filter((m) => m !== 'dense');
   if (needHeads.length && !hasHeads(model)) {
     throw new UserError(`${model.source}: has no M3 heads (colbert_linear / sparse_linear), so mode${needHeads.length > 1 ? 's' : ''} ${needHeads.join(', ')} cannot run; use --modes dense`);
@@ -146,17 +148,17 @@ export async function retrieveBeir(model: M3Model, data: string | BeirDataset, o
   const corpus = await encodeCollection(model, dataset.corpus.texts, outputs, { maxLength, batchSize: opts.batchSize, label: 'encode corpus', progress });
   const encodeCorpus = (performance.now() - t) / 1000;
   t = performance.now();
-  const hits = searchModes(queries, corpus, modes, { topK: opts.topK ?? DEFAULT_TOP_K, weights: opts.weights ?? DEFAULT_WEIGHTS });
-  const runs: Partial<Record<EvalMode, Run>> = {};
+  const hits = searchModes(queries, corpus, modes, { topK: opts.topK ?? DEFAULT_TOP_K, weights: opts.weights ?? DEFAULT_MODE_WEIGHTS });
+  const runs: Partial<Record<Mode, Run>> = {};
   for (const m of modes) runs[m] = hitsToRun(hits[m]!, dataset.queryIds, dataset.corpus.ids);
   const search = (performance.now() - t) / 1000;
   return { dataset, runs, seconds: { encodeCorpus, encodeQueries, search } };
 }
 
 /** nDCG@10, Recall@100 and MRR@10 of each run against the dataset's qrels, in mode order. */
-export function scoreRuns(dataset: BeirDataset, runs: Partial<Record<EvalMode, Run>>): EvalResults {
+export function scoreRuns(dataset: BeirDataset, runs: Partial<Record<Mode, Run>>): EvalResults {
   const out: EvalResults = {};
-  for (const [mode, run] of Object.entries(runs) as [EvalMode, Run][]) out[mode] = evaluateRun(dataset.qrels, run).mean;
+  for (const [mode, run] of Object.entries(runs) as [Mode, Run][]) out[mode] = evaluateRun(dataset.qrels, run).mean;
   return out;
 }
 
@@ -172,7 +174,7 @@ export async function evaluateBeir(model: M3Model, data: string | BeirDataset, o
 /** A fixed-width table, one row per mode. */
 export function formatResultsTable(results: EvalResults): string {
   const head = ['mode'.padEnd(14), 'nDCG@10'.padStart(9), 'Recall@100'.padStart(11), 'MRR@10'.padStart(9)].join(' ');
-  const rows = (Object.entries(results) as [EvalMode, RetrievalMetrics][]).map(([mode, m]) =>
+  const rows = (Object.entries(results) as [Mode, RetrievalMetrics][]).map(([mode, m]) =>
     [mode.padEnd(14), ...METRIC_NAMES.map((k, i) => m[k].toFixed(4).padStart(i === 1 ? 11 : 9))].join(' '));
   return [head, ...rows].join('\n') + '\n';
 }

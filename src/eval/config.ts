@@ -14,42 +14,29 @@
  *     metric: ndcg@10
  */
 import { UserError } from '../util/errors';
-import { Schema } from '../util/schema';
+import { Infer, Schema } from '../util/schema';
 import { M3Model } from '../model/m3';
-import { BeirEvalOptions, DEFAULT_MAX_LENGTH, DEFAULT_TOP_K, DEFAULT_WEIGHTS, evaluateBeir, EvalResults } from './beir';
+import { BeirEvalOptions, DEFAULT_MAX_LENGTH, DEFAULT_TOP_K, evaluateBeir, EvalResults } from './beir';
+import { DEFAULT_MODE_WEIGHTS, Mode, MODE_ALIASES, MODES } from '../model/scores';
 import { METRIC_NAMES, RetrievalMetrics } from './metrics';
-import { EVAL_MODES, EvalMode } from './search';
 
-export const EVAL_SCHEMA: Schema = {
+export const EVAL_SCHEMA = {
   data: { type: 'string', optional: true, doc: 'BEIR folder (corpus.jsonl[.gz], queries.jsonl, qrels/<split>.tsv); evaluation is off without it' },
   split: { type: 'string', default: 'dev', doc: 'qrels/<split>.tsv' },
-  modes: { type: 'list', of: { type: 'enum', values: EVAL_MODES }, default: ['dense'], minItems: 1, doc: 'sparse, colbert and the hybrids need M3 heads' },
+  modes: { type: 'list', of: { type: 'enum', values: MODES, aliases: MODE_ALIASES }, default: ['dense'], minItems: 1, doc: 'sparse, colbert and the hybrids need M3 heads' },
   steps: { type: 'int', default: 0, min: 0, doc: 'evaluate every N optimizer steps (0: only at the end of the stage)' },
   max_queries: { type: 'int', optional: true, min: 1, doc: 'only the first N judged queries (qrels order)' },
   max_length: { type: 'int', default: DEFAULT_MAX_LENGTH, min: 2, doc: 'document truncation in tokens' },
   query_max_length: { type: 'int', optional: true, min: 2, doc: 'query truncation in tokens (default: max_length)' },
   top_k: { type: 'int', default: DEFAULT_TOP_K, min: 1, doc: 'documents retrieved per query and mode' },
-  weights: { type: 'list', of: { type: 'number' }, default: [...DEFAULT_WEIGHTS], minItems: 3, doc: 'dense, sparse, colbert weights of the hybrid modes' },
+  weights: { type: 'list', of: { type: 'number' }, default: [...DEFAULT_MODE_WEIGHTS], minItems: 3, doc: 'dense, sparse, colbert weights of the hybrid modes' },
   batch_size: { type: 'int', default: 32, min: 1, doc: 'encoding batch size' },
   metric: { type: 'enum', values: METRIC_NAMES, default: 'ndcg@10', doc: 'metric that picks the best checkpoint' },
-  metric_mode: { type: 'enum', values: EVAL_MODES, optional: true, doc: "mode whose metric picks the best checkpoint (default: 'all' when evaluated, else the first mode)" },
-};
+  metric_mode: { type: 'enum', values: MODES, aliases: MODE_ALIASES, optional: true, doc: "mode whose metric picks the best checkpoint (default: 'all' when evaluated, else the first mode)" },
+} as const satisfies Schema;
 
-/** The validated section (what `validate(EVAL_SCHEMA, …)` returns). */
-export interface EvalConfig {
-  data?: string;
-  split: string;
-  modes: EvalMode[];
-  steps: number;
-  max_queries?: number;
-  max_length: number;
-  query_max_length?: number;
-  top_k: number;
-  weights: number[];
-  batch_size: number;
-  metric: keyof RetrievalMetrics;
-  metric_mode?: EvalMode;
-}
+/** The validated section. */
+export type EvalConfig = Infer<typeof EVAL_SCHEMA>;
 
 /** Checks what the schema cannot: three weights, and a metric_mode that is among the evaluated modes. */
 export function checkEvalConfig(cfg: EvalConfig, where = 'eval'): void {
@@ -83,7 +70,7 @@ export function evalOptions(cfg: EvalConfig): BeirEvalOptions {
 }
 
 /** The mode whose metric decides the best checkpoint. */
-export function selectionMode(cfg: EvalConfig): EvalMode {
+export function selectionMode(cfg: EvalConfig): Mode {
   return cfg.metric_mode ?? (cfg.modes.includes('all') ? 'all' : cfg.modes[0]);
 }
 
@@ -97,7 +84,7 @@ export function selectionScore(cfg: EvalConfig, results: EvalResults): number {
 /** Flat metric names for metrics.jsonl: { "eval/dense/ndcg@10": x, ... }. */
 export function flattenResults(results: EvalResults, prefix = 'eval'): Record<string, number> {
   const out: Record<string, number> = {};
-  for (const [mode, m] of Object.entries(results) as [EvalMode, RetrievalMetrics][]) {
+  for (const [mode, m] of Object.entries(results) as [Mode, RetrievalMetrics][]) {
     for (const name of METRIC_NAMES) out[`${prefix}/${mode}/${name}`] = m[name];
   }
   return out;

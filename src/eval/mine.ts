@@ -15,6 +15,7 @@
 import { M3Model } from '../model/m3';
 import { UserError } from '../util/errors';
 import { createRng, deriveSeed, Rng } from '../util/rng';
+import { describeInvalid, isInvalidRecord, recordOf } from '../data/records';
 import { encodeCollection } from './beir';
 import { jsonObjects, readTextFile, stringField } from './files';
 import { denseSearch } from './search';
@@ -57,21 +58,16 @@ export function parseRange(spec: string): [number, number] {
   return range;
 }
 
-function stringList(v: Record<string, unknown>, key: string, where: string, optional: boolean): string[] {
-  const x = v[key];
-  if (x === undefined && optional) return [];
-  if (!Array.isArray(x) || !x.every((s) => typeof s === 'string')) throw new UserError(`${where}: '${key}' must be a list of strings`);
-  return x as string[];
-}
-
-/** FlagEmbedding training JSONL: {"query": str, "pos": [str, ...], "neg": [str, ...]?, ...}. */
+/**
+ * FlagEmbedding training JSONL ({"query": str, "pos": [str, ...], "neg": [str, ...]?, ...}), validated as
+ * `m3 data prepare` validates it (same aliases, same messages); `neg` is optional, mining fills it.
+ */
 export function readTrainingJsonl(file: string): TrainingExample[] {
   const out: TrainingExample[] = [];
   for (const { value, where } of jsonObjects(file, readTextFile(file, 'input file'))) {
-    const query = stringField(value, 'query', where)!;
-    const pos = stringList(value, 'pos', where, false);
-    if (pos.length === 0) throw new UserError(`${where}: 'pos' is empty (every query needs a positive)`);
-    out.push({ value, query, pos, neg: stringList(value, 'neg', where, true) });
+    const r = recordOf(value, 'pairs');
+    if (isInvalidRecord(r)) throw new UserError(describeInvalid(where, r));
+    out.push({ value, query: r.query, pos: r.pos, neg: r.neg });
   }
   if (out.length === 0) throw new UserError(`${file}: no examples`);
   return out;

@@ -1,5 +1,5 @@
 /**
- * Exact search over encoded collections, and the hybrid protocol of spec §8:
+ * Exact search over encoded collections, and the M3 paper's hybrid protocol (§4, footnotes 6–8):
  *   dense         top-k by inner product (blocked matrix product over corpus chunks)
  *   sparse        top-k by lexical matching score through an inverted index (only documents sharing a token)
  *   colbert       the dense top-k reranked by the ColBERT score
@@ -9,13 +9,10 @@
  * one retriever still gets its score from the other). Ties are broken by the lower corpus index, so every
  * search is deterministic and the chunked search equals brute force.
  */
-import { lexicalScore, SparseVec } from '../model/scores';
-
-export const EVAL_MODES = ['dense', 'sparse', 'colbert', 'dense+sparse', 'all'] as const;
-export type EvalMode = (typeof EVAL_MODES)[number];
+import { lexicalScore, Mode, SparseVec } from '../model/scores';
 
 /** Which model outputs a mode needs. */
-export function outputsFor(modes: readonly EvalMode[]): ('dense' | 'sparse' | 'colbert')[] {
+export function outputsFor(modes: readonly Mode[]): ('dense' | 'sparse' | 'colbert')[] {
   const out = new Set<'dense' | 'sparse' | 'colbert'>();
   for (const m of modes) {
     if (m !== 'sparse') out.add('dense'); // colbert and the hybrids start from the dense top-k
@@ -304,17 +301,17 @@ export interface SearchOptions {
   /** Results per query, and the depth of each first-stage retriever. */
   topK: number;
   /** [dense, sparse, colbert] weights of the hybrid sums. */
-  weights: [number, number, number];
+  weights: readonly [number, number, number];
   /** Corpus rows per chunk of the dense search. */
   chunkRows?: number;
 }
 
 /** Runs every requested mode; the encoded sets must carry the outputs `outputsFor(modes)` names. */
-export function searchModes(queries: EncodedSet, corpus: EncodedSet, modes: readonly EvalMode[], opts: SearchOptions): Partial<Record<EvalMode, Hits[]>> {
+export function searchModes(queries: EncodedSet, corpus: EncodedSet, modes: readonly Mode[], opts: SearchOptions): Partial<Record<Mode, Hits[]>> {
   const need = (what: 'dense' | 'sparse' | 'colbert') => {
     if (!queries[what] || !corpus[what]) throw new Error(`searchModes: '${what}' outputs are missing for modes ${modes.join(',')}`);
   };
-  const results: Partial<Record<EvalMode, Hits[]>> = {};
+  const results: Partial<Record<Mode, Hits[]>> = {};
   const wanted = new Set(modes);
   let dense: Hits[] | null = null;
   let sparse: Hits[] | null = null;

@@ -3,31 +3,25 @@
  * `unified` (stage 3: dense + sparse + ColBERT with self-distillation). Names follow FlagEmbedding's
  * arguments where they exist (temperature, unified_finetuning, use_self_distill, kd_loss_type, ...).
  */
-import { EVAL_SCHEMA, EvalConfig } from '../eval/config';
+import { EVAL_SCHEMA } from '../eval/config';
+import { DEFAULT_ENSEMBLE_WEIGHTS, HeadWeights } from '../losses/ensemble-score';
+import { DEFAULT_LOSS_WEIGHTS } from '../losses/m3-loss';
+import { HEADS_MODEL_SCHEMA } from '../model/schema';
 import { TRAIN_SCHEMA } from '../train/config';
-import { TrainConfig } from '../train/trainer';
-import { Schema } from '../util/schema';
+import { Infer, Schema } from '../util/schema';
 
-export const MODEL_SCHEMA: Schema = {
-  init: { type: 'string', optional: true, doc: 'model dir to start from (HF / FlagEmbedding / a previous stage)' },
-  config: { type: 'string', optional: true, doc: 'HF config.json to start from scratch (with `tokenizer`)' },
-  tokenizer: { type: 'string', optional: true, doc: 'tokenizer dir (default: the init dir)' },
-  colbert_dim: { type: 'int', default: -1, doc: 'ColBERT head width when heads are created; -1 = hidden size' },
-  extend_positions: { type: 'int', default: 0, min: 0, doc: 'grow the position table to this many rows (stage 1 of the paper: 8194)' },
-};
+const headWeights = (w: Readonly<HeadWeights>) => ({
+  dense: { type: 'number', default: w.dense },
+  sparse: { type: 'number', default: w.sparse },
+  colbert: { type: 'number', default: w.colbert },
+}) as const satisfies Schema;
 
-const HEAD_WEIGHTS: Schema = {
-  dense: { type: 'number', default: 1 },
-  sparse: { type: 'number', default: 0.3 },
-  colbert: { type: 'number', default: 1 },
-};
-
-export function finetuneSchema(stage: 'pairs' | 'unified'): Schema {
+export function finetuneSchema(stage: 'pairs' | 'unified') {
   const pairs = stage === 'pairs';
   return {
     stage: { type: 'enum', values: ['pairs', 'unified'] },
     output_dir: { type: 'string' },
-    model: { type: 'object', fields: MODEL_SCHEMA },
+    model: { type: 'object', fields: HEADS_MODEL_SCHEMA },
     data: { type: 'object', fields: {
       train: { type: 'list', of: { type: 'string' }, minItems: 1, doc: 'JSONL files/dirs (prepared on demand) or prepared dataset dirs' },
       cache_dir: { type: 'string', default: '.cache/m3-data', doc: 'where raw JSONL is prepared' },
@@ -49,29 +43,16 @@ export function finetuneSchema(stage: 'pairs' | 'unified'): Schema {
       use_self_distill: { type: 'bool', default: false },
       self_distill_start_step: { type: 'int', default: -1, min: -1, doc: 'distillation on when optimizer step > this (FlagEmbedding counts micro-batches)' },
       kd_loss_type: { type: 'enum', values: ['kl_div', 'm3_kd_loss'], default: 'kl_div' },
-      ensemble_weights: { type: 'object', fields: HEAD_WEIGHTS },
-      loss_weights: { type: 'object', fields: { ...HEAD_WEIGHTS, sparse: { type: 'number', default: 0.1 } } },
+      ensemble_weights: { type: 'object', fields: headWeights(DEFAULT_ENSEMBLE_WEIGHTS) },
+      loss_weights: { type: 'object', fields: headWeights(DEFAULT_LOSS_WEIGHTS) },
     } },
-    train: { type: 'object', fields: TRAIN_SCHEMA },
+    train: { type: 'object', fields: {
+      ...TRAIN_SCHEMA,
+      sub_batch_size: { type: 'int', default: 0, min: 0, doc: 'GradCache sub-batch size; 0 = one pass' },
+      fix_encoder: { type: 'bool', default: false, doc: 'train only the M3 heads' },
+    } },
     eval: { type: 'object', fields: EVAL_SCHEMA },
-  };
+  } as const satisfies Schema;
 }
 
-export interface HeadWeightsConfig { dense: number; sparse: number; colbert: number }
-
-export interface FinetuneConfig {
-  stage: 'pairs' | 'unified';
-  output_dir: string;
-  model: { init?: string; config?: string; tokenizer?: string; colbert_dim: number; extend_positions: number };
-  data: {
-    train: string[]; cache_dir: string; query_max_len: number; passage_max_len: number; train_group_size: number;
-    batch_size: number; batch_size_by_bucket: Record<string, number>; shuffle_ratio: number; pad_to_multiple_of: number;
-    knowledge_distillation: boolean; skip_invalid: boolean; small_threshold: number; drop_threshold: number;
-  };
-  loss: {
-    temperature: number; unified_finetuning: boolean; use_self_distill: boolean; self_distill_start_step: number;
-    kd_loss_type: 'kl_div' | 'm3_kd_loss'; ensemble_weights: HeadWeightsConfig; loss_weights: HeadWeightsConfig;
-  };
-  train: TrainConfig & { sub_batch_size: number; fix_encoder: boolean; fix_position_embedding: boolean };
-  eval: EvalConfig;
-}
+export type FinetuneConfig = Infer<ReturnType<typeof finetuneSchema>>;

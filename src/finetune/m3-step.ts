@@ -5,17 +5,19 @@
  * gradient stopped in-graph. Both give the same gradients (tested).
  */
 import * as tf from '@tensorflow/tfjs';
-import { Batch, encoderForward } from '../model/encoder';
+import { encoderForward } from '../model/encoder';
+import { TokenBatch } from '../util/token-batch';
 import { headsFromParams } from '../model/heads';
 import { HEAD_NAMES, M3Model } from '../model/m3';
 import { m3Loss, M3LossOptions, m3LossFromScores, m3Scores } from '../losses/m3-loss';
 import { selfDistillTeacher } from '../losses/self-distill';
 import { deriveSeed } from '../util/rng';
 import { gradCacheStep, Reps } from '../train/gradcache';
+import { renameGrads } from '../train/trainer';
 
 export interface M3Batch {
-  queries: Batch;
-  passages: Batch;
+  queries: TokenBatch;
+  passages: TokenBatch;
   /** Raw teacher scores [B·G] (reranker), when knowledge distillation is on. */
   teacherScores?: Float32Array;
 }
@@ -34,7 +36,7 @@ export interface M3StepResult {
   parts: Record<string, tf.Scalar>;
 }
 
-function sliceBatch(b: Batch, start: number, n: number): Batch {
+function sliceBatch(b: TokenBatch, start: number, n: number): TokenBatch {
   return {
     inputIds: b.inputIds.subarray(start * b.length, (start + n) * b.length),
     attentionMask: b.attentionMask.subarray(start * b.length, (start + n) * b.length),
@@ -77,7 +79,7 @@ export function m3Step(model: M3Model, batch: M3Batch, o: M3StepOptions): M3Step
       }, trainable);
       return { loss: value, grads: renameGrads(params, grads), parts };
     }
-    const chunked = (b: Batch, stream: number, n: number) => ({
+    const chunked = (b: TokenBatch, stream: number, n: number) => ({
       chunks: Math.ceil(b.batch / n),
       encode: (i: number): Reps => ({
         h: encoderForward(model.config, params, sliceBatch(b, i * n, Math.min(n, b.batch - i * n)), { dropoutSeed: seedFor(stream), dropoutRowOffset: i * n }),
@@ -108,12 +110,4 @@ export function m3Step(model: M3Model, batch: M3Batch, o: M3StepOptions): M3Step
   } finally {
     teacherScores?.dispose();
   }
-}
-
-/** variableGrads keys gradients by TF.js variable name; the framework speaks checkpoint names. */
-export function renameGrads(params: Map<string, tf.Variable>, grads: Record<string, tf.Tensor>): Map<string, tf.Tensor> {
-  const byVar = new Map([...params].map(([n, v]) => [v.name, n]));
-  const out = new Map<string, tf.Tensor>();
-  for (const [k, g] of Object.entries(grads)) out.set(byVar.get(k) ?? k, g);
-  return out;
 }

@@ -7,20 +7,27 @@ import * as tf from '@tensorflow/tfjs';
 import { openDataset, PairBatch } from '../data';
 import { BUCKETS } from '../data/manifest';
 import { stageEvaluator } from '../eval/config';
-import { addHeads, applyFreezing, disposeModel, loadOrInitModel, saveModel } from '../model/m3';
-import { extendPositions } from '../pretrain/retromae-model';
+import { addHeads, applyFreezing, disposeModel, extendPositions, loadOrInitModel, saveModel } from '../model/m3';
 import { RunOptions, RunResult, runTraining, Stage } from '../train/trainer';
 import { stageDatasets } from '../train/stage-data';
 import { check } from '../util/errors';
 import { FinetuneConfig } from './config';
 import { m3Step } from './m3-step';
 
+/** The M3 heads this stage adds to a model without them (`addHeads`): their ColBERT width and seed. */
+export function unifiedHeadSpec(cfg: FinetuneConfig): { colbertDim: number; seed: number } {
+  return { colbertDim: cfg.model.colbert_dim, seed: cfg.train.seed + 7 };
+}
+
 export async function runFinetune(cfg: FinetuneConfig, opts: Omit<RunOptions, 'outputDir'>): Promise<RunResult> {
   const model = loadOrInitModel(cfg.model, cfg.train.seed, cfg.output_dir);
   const unified = cfg.loss.unified_finetuning;
   check(!cfg.loss.use_self_distill || unified, `${cfg.output_dir}: loss.use_self_distill needs loss.unified_finetuning (the ensemble is the teacher)`);
   if (cfg.model.extend_positions) extendPositions(model.config, model.params, cfg.model.extend_positions);
-  if (unified) addHeads(model, cfg.model.colbert_dim, cfg.train.seed + 7);
+  if (unified) {
+    const heads = unifiedHeadSpec(cfg);
+    addHeads(model, heads.colbertDim, heads.seed);
+  }
   applyFreezing(model, { fixEncoder: cfg.train.fix_encoder, fixPositionEmbedding: cfg.train.fix_position_embedding });
   const tok = model.tokenizer!;
   const dirs = await stageDatasets(cfg.data.train, cfg.model.tokenizer ?? cfg.model.init!, {

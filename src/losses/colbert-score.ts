@@ -1,6 +1,6 @@
 /**
  * Multi-vector (ColBERT) score (paper arXiv 2402.03216 §3.2; FlagEmbedding m3/modeling.py
- * `compute_colbert_score`; spec §1.2):
+ * `compute_colbert_score`):
  *   s[q, p] = (1 / n_q) Σ_i max_j ⟨E_q[i], E_p[j]⟩ / τ
  * over the ColBERT vectors of src/model/heads.ts (CLS excluded, padding zeroed, L2-normalised), with n_q the
  * query's non-pad token count excluding CLS. Padded passage vectors are zero, so they take part in the max

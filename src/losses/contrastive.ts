@@ -1,6 +1,6 @@
 /**
  * The loss applied to each score matrix of the unified loss (FlagEmbedding AbsModeling
- * `_compute_in_batch_neg_loss` / `_compute_no_in_batch_neg_loss`; spec §2.2, §2.4): InfoNCE, or — when
+ * `_compute_in_batch_neg_loss` / `_compute_no_in_batch_neg_loss`): InfoNCE, or — when
  * the batch carries teacher scores — the configured teacher distillation in its place.
  */
 import * as tf from '@tensorflow/tfjs';
@@ -9,7 +9,7 @@ import { klDivDistillLoss } from './kd-kl-div';
 import { m3KdLoss } from './kd-m3';
 import { ScoreLayout } from './layout';
 
-/** FlagEmbedding's `kd_loss_type` (the CLI default is kl_div, spec §2.4). */
+/** FlagEmbedding's `kd_loss_type`; its CLI default is kl_div (the runner overrides the M3 model's m3_kd_loss). */
 export type KdLossType = 'kl_div' | 'm3_kd_loss';
 export const KD_LOSS_TYPES: readonly KdLossType[] = ['kl_div', 'm3_kd_loss'];
 
@@ -19,7 +19,7 @@ export interface TeacherTargets {
   type: KdLossType;
 }
 
-/** Teacher targets from raw teacher scores [B, G]: a softmax without temperature (spec §12.8). */
+/** Teacher targets from raw teacher scores [B, G]: a softmax without temperature, as AbsEmbedderModel.forward. */
 export function teacherTargetsFromScores(teacherScores: tf.Tensor2D): tf.Tensor2D {
   return tf.softmax(teacherScores) as tf.Tensor2D;
 }

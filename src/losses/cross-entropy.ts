@@ -7,7 +7,7 @@
  * src/backend/wasm-fixes.ts).
  */
 import * as tf from '@tensorflow/tfjs';
-import { ops } from '../model/ops';
+import { ops } from '../backend/ops';
 
 export const IGNORE_INDEX = -100;
 

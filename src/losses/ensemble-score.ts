@@ -1,6 +1,6 @@
 /**
- * The ensemble ("inter") score of the unified loss (FlagEmbedding m3/modeling.py `ensemble_score`; spec
- * §1.3, §12.1): s_e = w_d·s_d + w_s·s_s + w_c·s_c over the already temperature-scaled scores, default
+ * The ensemble ("inter") score of the unified loss (FlagEmbedding m3/modeling.py `ensemble_score`):
+ * s_e = w_d·s_d + w_s·s_s + w_c·s_c over the already temperature-scaled scores, default
  * weights (1, 0.3, 1).
  */
 import * as tf from '@tensorflow/tfjs';

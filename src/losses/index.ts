@@ -14,10 +14,10 @@ export { checkOwnGroup, checkScoreShape, groupStart, ownGroupScores, positiveCol
 export type { ScoreLayout, ScoreOptions } from './layout';
 export { DEFAULT_LOSS_WEIGHTS, m3Loss, m3LossFromScores, m3Scores } from './m3-loss';
 export type { M3LossBatch, M3LossOptions, M3LossOutput, M3LossTerms, M3Scores } from './m3-loss';
-export { mlmLogits, retroMaeLoss } from './retromae';
-export type { RetroMaeBatch, RetroMaeOptions, RetroMaeOutput } from './retromae';
+export { mlmLoss, retroMaeLoss } from './retromae';
+export type { MlmHead, RetroMaeLoss } from './retromae';
 export { selfDistillLoss, selfDistillTeacher } from './self-distill';
 export { softCrossEntropy } from './soft-cross-entropy';
 export { sparseScores } from './sparse-score';
-export type { SparseScoreOptions, TokenIds } from './sparse-score';
+export type { SparseScoreOptions } from './sparse-score';
 export { stopGradient } from './stop-gradient';

@@ -1,6 +1,6 @@
 /**
  * Teacher-score distillation, kd_loss_type "m3_kd_loss" (FlagEmbedding AbsModeling `distill_loss`
- * m3_kd_loss branch, the `distill_loss` of research/BGE_M3/modeling.py; spec §2.4). Listwise,
+ * m3_kd_loss branch, the `distill_loss` of research/BGE_M3/modeling.py). Listwise,
  * Plackett–Luce style: for the i-th candidate of every group,
  *   L = Σ_{i<G} mean_b T[b, i] · CE(S[b, :] + M_i[b, :], column start_b + i)
  * where M_i puts float32-min on the columns of candidates 0 … i−1 of the same query, so earlier
@@ -8,10 +8,10 @@
  * in-batch negatives, at 0 for own-group scores.
  */
 import * as tf from '@tensorflow/tfjs';
+import { FLOAT32_MIN } from '../backend/ops';
 import { crossEntropyPerRow } from './cross-entropy';
 import { checkScoreShape, groupStart, ScoreLayout } from './layout';
 
-const FLOAT32_MIN = -3.4028234663852886e38;
 
 export function m3KdLoss(scores: tf.Tensor2D, teacherTargets: tf.Tensor2D, layout: ScoreLayout): tf.Scalar {
   checkScoreShape(scores, layout);

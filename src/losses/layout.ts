@@ -1,6 +1,6 @@
 /**
- * How a batch's score matrix is laid out (spec §2.1, §12.4). B queries and B·G passages, passages grouped
- * by query: query b's group is columns b·G … b·G+G−1 with its positive first.
+ * How a batch's score matrix is laid out, as in FlagEmbedding's AbsEmbedderModel. B queries and B·G
+ * passages, passages grouped by query: query b's group is columns b·G … b·G+G−1 with its positive first.
  *   in-batch negatives (default): scores are [B, B·G]; query b's positive is column b·G.
  *   no_in_batch_neg data:          scores are [B, G] (own group only); every positive is column 0.
  */
@@ -51,7 +51,7 @@ export function ownGroupScores(scores: tf.Tensor2D, layout: ScoreLayout): tf.Ten
 
 /** Options shared by the dense, sparse and ColBERT score functions. */
 export interface ScoreOptions {
-  /** τ; every score is divided by it (spec §1.2). Default 1 (raw scores). */
+  /** τ; all three scores are divided by it, as in FlagEmbedding. Default 1 (raw scores, as at inference). */
   temperature?: number;
   /**
    * G for own-group scoring (`no_in_batch_neg`): passages must be B·G, laid out by query, and the result is

@@ -1,6 +1,7 @@
 /**
  * The BGE-M3 unified fine-tuning loss over one batch, in the code form of FlagEmbedding
- * finetune/embedder/encoder_only/m3/modeling.py `forward` (spec §2.3, §12.1; paper arXiv 2402.03216 §3.3):
+ * finetune/embedder/encoder_only/m3/modeling.py `forward` (the paper's v3 form, arXiv 2402.03216 §3.3,
+ * has no weights, no L(s_e) term and no halving):
  *   s_d, s_s, s_c  dense / sparse / ColBERT scores, each divided by τ
  *   s_e = w_d·s_d + w_s·s_s + w_c·s_c                                    w = (1, 0.3, 1)
  *   L   = (λ_d·L(s_d) + L(s_e) + λ_s·L(s_s) + λ_c·L(s_c)) / 4             λ = (1, 0.1, 1)
@@ -10,7 +11,7 @@
  *   dense only (unified off): loss = L(s_d)
  * L(·) is InfoNCE, or the teacher-score distillation (kl_div / m3_kd_loss) when teacher scores are given.
  * `no_in_batch_neg` data scores each query against its own group only ([B, G], target 0), ensemble and
- * self-distillation included (spec §12.4).
+ * self-distillation included: the reference's intent without its bug (FlagEmbedding#1410).
  *
  * The self-distillation teacher: pass `selfDistillTeacher` (e.g. computed outside the gradient function
  * with `selfDistillTeacher(m3Scores(...).ensemble)`), or leave it out and it is computed here from the
@@ -24,7 +25,8 @@ import { denseScores } from './dense-score';
 import { DEFAULT_ENSEMBLE_WEIGHTS, ensembleScores, HeadWeights } from './ensemble-score';
 import { ScoreLayout } from './layout';
 import { selfDistillLoss, selfDistillTeacher } from './self-distill';
-import { sparseScores, TokenIds } from './sparse-score';
+import { TokenBatch } from '../util/token-batch';
+import { sparseScores } from './sparse-score';
 
 export const DEFAULT_LOSS_WEIGHTS: Readonly<HeadWeights> = Object.freeze({ dense: 1, sparse: 0.1, colbert: 1 });
 
@@ -35,9 +37,9 @@ export interface M3LossBatch {
   /** last_hidden_state of the passages, [B·G, Lp, d] */
   passageHidden: tf.Tensor3D;
   /** The queries' token ids and attention mask (host). */
-  queries: Required<TokenIds>;
+  queries: Required<TokenBatch>;
   /** The passages' token ids and attention mask (host). */
-  passages: Required<TokenIds>;
+  passages: Required<TokenBatch>;
 }
 
 export interface M3LossOptions {

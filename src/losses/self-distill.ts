@@ -1,6 +1,6 @@
 /**
  * Self-knowledge distillation of the unified loss (paper arXiv 2402.03216 §3.3 eqs. 2–4; FlagEmbedding
- * m3/modeling.py forward, `use_self_distill` branch; spec §2.3, §12.1):
+ * m3/modeling.py forward, `use_self_distill` branch):
  *   T  = softmax(stop_gradient(s_e)) over each score row
  *   L' = (λ_d·SCE(T, s_d) + λ_s·SCE(T, s_s) + λ_c·SCE(T, s_c)) / 3,   SCE(T, s) = −mean_b Σ_c T·log softmax(s)
  * with loss weights λ = (1, 0.1, 1). The teacher is detached: no gradient reaches s_e through T.

@@ -1,6 +1,6 @@
 /**
- * Soft-target cross-entropy, FlagEmbedding's "kl_div" (AbsModeling `distill_loss` kl_div branch; spec §2.3,
- * §2.4): −mean_rows Σ_cols T · log softmax(S). It equals KL(T‖softmax S) up to the teacher's entropy, so its
+ * Soft-target cross-entropy, FlagEmbedding's "kl_div" (AbsModeling `distill_loss` kl_div branch):
+ * −mean_rows Σ_cols T · log softmax(S). It equals KL(T‖softmax S) up to the teacher's entropy, so its
  * gradient is the KL gradient. T is a probability row per query and is treated as a constant.
  */
 import * as tf from '@tensorflow/tfjs';

@@ -1,7 +1,8 @@
 /**
- * Sparse (lexical) score without the [B, L, V] or [B, V] tensor (spec §1.2, §10, §12.6; FlagEmbedding
- * m3/modeling.py `_sparse_embedding` + `compute_sparse_score`). The reference scatters each token's weight
- * into the vocabulary, takes the max over positions, zeroes the special ids and takes the inner product:
+ * Sparse (lexical) score without the [B, L, V] or [B, V] tensor, too big with a 250k vocabulary
+ * (FlagEmbedding m3/modeling.py `_sparse_embedding` + `compute_sparse_score`). The reference scatters each
+ * token's weight into the vocabulary, takes the max over positions, zeroes the special ids and takes the
+ * inner product:
  *   v_x[t]   = max_{i : id_i = t} w_x(i)          (0 if t is absent or special)
  *   s[q, p]  = Σ_t v_q[t] · v_p[t] / τ
  * Here the ids, which live on the host, drive everything instead of a vocabulary axis:
@@ -14,15 +15,8 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { checkOwnGroup, ScoreOptions } from './layout';
+import { TokenBatch } from '../util/token-batch';
 
-/** Token ids of a right-padded batch on the host (the shape of src/model/encoder.ts `Batch`). */
-export interface TokenIds {
-  inputIds: Int32Array;
-  /** Positions with mask 0 are padding and never contribute. */
-  attentionMask?: Int32Array;
-  batch: number;
-  length: number;
-}
 
 export interface SparseScoreOptions extends ScoreOptions {
   /** Ids whose weight the reference zeroes: CLS/BOS, EOS/SEP, PAD, UNK (XLM-R 0, 2, 1, 3). */
@@ -42,7 +36,7 @@ interface SlotPlan {
   numSlots: number;
 }
 
-function planSlots(t: TokenIds, special: Set<number>): SlotPlan {
+function planSlots(t: TokenBatch, special: Set<number>): SlotPlan {
   const { inputIds, attentionMask, batch, length } = t;
   if (inputIds.length !== batch * length) throw new Error(`sparseScores: ${inputIds.length} ids for a [${batch}, ${length}] batch`);
   const positionsBySlot: number[][] = [];
@@ -117,7 +111,7 @@ function pooledOverSharedIds(maxima: tf.Tensor1D, plan: SlotPlan, column: Map<nu
  * [Bq, Bp], or [B, G] with `ownGroupSize`. Equal to the reference's scatter-max-dot over the vocabulary.
  */
 export function sparseScores(
-  queryWeights: tf.Tensor2D, queryIds: TokenIds, passageWeights: tf.Tensor2D, passageIds: TokenIds, opts: SparseScoreOptions,
+  queryWeights: tf.Tensor2D, queryIds: TokenBatch, passageWeights: tf.Tensor2D, passageIds: TokenBatch, opts: SparseScoreOptions,
 ): tf.Tensor2D {
   const special = new Set(opts.specialTokenIds);
   for (const [w, t, side] of [[queryWeights, queryIds, 'query'], [passageWeights, passageIds, 'passage']] as const) {

@@ -7,17 +7,12 @@
 import * as tf from '@tensorflow/tfjs';
 import { EncoderConfig } from './config';
 import { deriveSeed } from '../util/rng';
-import { geluTanh, linear, ops } from './ops';
+import { TokenBatch } from '../util/token-batch';
+import { FLOAT32_MIN, geluTanh, linear, ops } from '../backend/ops';
 
 export type Params = Map<string, tf.Tensor>;
 
 /** A tokenized, right-padded batch on the host. */
-export interface Batch {
-  inputIds: Int32Array;
-  attentionMask: Int32Array;
-  batch: number;
-  length: number;
-}
 
 export interface ForwardOptions {
   /** Parameter-name prefix, e.g. `roberta.` inside a RetroMAE checkpoint. */
@@ -51,14 +46,15 @@ export class Dropout {
   }
 }
 
-function param(params: Params, name: string): tf.Tensor {
+/** A named parameter, or an error naming what is missing. */
+export function param(params: Params, name: string): tf.Tensor {
   const p = params.get(name);
   if (!p) throw new Error(`missing parameter '${name}'`);
   return p;
 }
 
 /** Position ids: BERT counts from 0; XLM-R counts non-pad tokens from pad_id + 1 and gives pads pad_id. */
-export function positionIds(cfg: EncoderConfig, b: Batch): Int32Array {
+export function positionIds(cfg: EncoderConfig, b: TokenBatch): Int32Array {
   const out = new Int32Array(b.batch * b.length);
   for (let i = 0; i < b.batch; i++) {
     let count = 0;
@@ -73,10 +69,9 @@ export function positionIds(cfg: EncoderConfig, b: Batch): Int32Array {
 }
 
 /** Additive attention mask [B, 1, 1, L]: 0 where visible, float32 min where padded (as HF). */
-export function additiveMask(b: Batch): tf.Tensor4D {
+export function additiveMask(b: TokenBatch): tf.Tensor4D {
   const m = new Float32Array(b.batch * b.length);
-  const MIN = -3.4028234663852886e38;
-  for (let i = 0; i < m.length; i++) m[i] = b.attentionMask[i] ? 0 : MIN;
+  for (let i = 0; i < m.length; i++) m[i] = b.attentionMask[i] ? 0 : FLOAT32_MIN;
   return tf.tensor4d(m, [b.batch, 1, 1, b.length]);
 }
 
@@ -85,7 +80,7 @@ export function additiveMask(b: Batch): tf.Tensor4D {
  * stream) positions run from the first non-pad position for every row.
  */
 export function embeddings(
-  cfg: EncoderConfig, params: Params, input: { ids: Batch } | { inputsEmbeds: tf.Tensor3D }, opts: ForwardOptions = {}, drop = new Dropout(opts.dropoutSeed, opts.dropoutRowOffset),
+  cfg: EncoderConfig, params: Params, input: { ids: TokenBatch } | { inputsEmbeds: tf.Tensor3D }, opts: ForwardOptions = {}, drop = new Dropout(opts.dropoutSeed, opts.dropoutRowOffset),
 ): tf.Tensor3D {
   const p = (opts.prefix ?? '') + 'embeddings.';
   return tf.tidy(() => {
@@ -156,7 +151,7 @@ export function ffnBlock(cfg: EncoderConfig, params: Params, prefix: string, x: 
 }
 
 /** last_hidden_state [B, L, hidden] of the encoder. */
-export function encoderForward(cfg: EncoderConfig, params: Params, b: Batch, opts: ForwardOptions = {}): tf.Tensor3D {
+export function encoderForward(cfg: EncoderConfig, params: Params, b: TokenBatch, opts: ForwardOptions = {}): tf.Tensor3D {
   return tf.tidy(() => {
     const drop = new Dropout(opts.dropoutSeed, opts.dropoutRowOffset);
     const prefix = opts.prefix ?? '';

@@ -1,11 +1,11 @@
 /**
- * The three M3 output heads over the encoder's last hidden state H [B, L, d] (spec §1.2; FlagEmbedding
+ * The three M3 output heads over the encoder's last hidden state H [B, L, d] (FlagEmbedding
  * finetune/embedder/encoder_only/m3/modeling.py `_dense_embedding`, `_sparse_embedding`, `_colbert_embedding`).
  * Plain functions over tf tensors, shared by training (losses) and inference. Head weights use PyTorch's
  * Linear layout: weight [out, in], bias [out], exactly as `colbert_linear.pt` / `sparse_linear.pt` store them.
  */
 import * as tf from '@tensorflow/tfjs';
-import { l2Normalize, linear } from './ops';
+import { l2Normalize, linear } from '../backend/ops';
 
 /** The trainable M3 heads in PyTorch Linear layout. */
 export interface M3Heads {

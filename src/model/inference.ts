@@ -9,7 +9,7 @@ import { UserError } from '../util/errors';
 import { maxInputLength } from './config';
 import { encoderForward } from './encoder';
 import { colbertVectors, denseEmbedding, sparseTokenWeights } from './heads';
-import { l2Normalize } from './ops';
+import { l2Normalize } from '../backend/ops';
 import { hasHeads, M3Model } from './m3';
 import { SparseVec } from './scores';
 import { padBatch } from './tokenizer';
@@ -27,7 +27,7 @@ export interface EncodeOptions {
   outputs?: OutputKind[];
   maxLength?: number;
   batchSize?: number;
-  /** Multiple CLS (spec §12.9): a CLS before every 256 content tokens; dense = normalised mean of their states. */
+  /** Multiple CLS (M3 paper appendix B.2; inference only): a CLS before every 256 content tokens; dense = normalised mean of their states. */
   mcls?: boolean;
   onBatch?: (done: number, total: number, tokens: number) => void;
 }

@@ -12,7 +12,8 @@ import { EncoderConfig, readConfig } from './config';
 import { Params } from './encoder';
 import { loadTokenizer, Tokenizer } from './tokenizer';
 import { readModelWeights, writeModelDir } from './weights/modeldir';
-import { HostTensor, TensorMap } from './weights/types';
+import { TensorMap } from './weights/types';
+import { fromHost, ownedVariable, toHost } from './variables';
 
 export const HEAD_NAMES = ['colbert_linear.weight', 'colbert_linear.bias', 'sparse_linear.weight', 'sparse_linear.bias'];
 
@@ -27,15 +28,6 @@ export interface M3Model {
 export const hasHeads = (m: M3Model): boolean => HEAD_NAMES.every((n) => m.params.has(n));
 export const colbertDim = (m: M3Model): number | null => m.params.get('colbert_linear.weight')?.shape[0] ?? null;
 
-function toTensor(t: HostTensor): tf.Tensor {
-  return tf.tensor(t.data, t.shape, t.dtype);
-}
-
-/**
- * A variable that owns its initial value's data: tf.variable(t) alone leaves `t` holding a reference, so the
- * first assign() (every optimizer step) could never free the initial weights.
- */
-const owned = (make: () => tf.Tensor, trainable = true): tf.Variable => tf.tidy(() => tf.variable(make(), trainable));
 
 export interface LoadOptions {
   /** A tokenizer dir overriding the model dir's own tokenizer files. */
@@ -51,12 +43,12 @@ export function loadModel(dir: string, opts: LoadOptions = {}): M3Model {
   const config = readConfig(dir);
   const w = readModelWeights(dir);
   const params: Params = new Map();
-  for (const [name, t] of w.encoder) params.set(name, owned(() => toTensor(t), !name.startsWith('pooler.')));
+  for (const [name, t] of w.encoder) params.set(name, ownedVariable(() => fromHost(t), !name.startsWith('pooler.')));
   const heads = [...w.heads.keys()];
   if (heads.length > 0 && heads.length < HEAD_NAMES.length) {
     throw new UserError(`${dir}: incomplete M3 heads (found ${heads.join(', ')}; need both colbert_linear and sparse_linear, as .pt or .safetensors)`);
   }
-  for (const [name, t] of w.heads) params.set(name, owned(() => toTensor(t)));
+  for (const [name, t] of w.heads) params.set(name, ownedVariable(() => fromHost(t)));
   checkShapes(config, params, dir);
   let tokenizer: Tokenizer | null = null;
   const tokDir = opts.tokenizer ?? dir;
@@ -99,8 +91,7 @@ export function exportWeights(m: M3Model): { encoder: TensorMap; heads: TensorMa
   const encoder: TensorMap = new Map();
   const heads: TensorMap = new Map();
   for (const [name, t] of m.params) {
-    const host: HostTensor = { dtype: t.dtype === 'int32' ? 'int32' : 'float32', shape: t.shape.slice(), data: t.dataSync() as Float32Array };
-    (HEAD_NAMES.includes(name) ? heads : encoder).set(name, host);
+    (HEAD_NAMES.includes(name) ? heads : encoder).set(name, toHost(t));
   }
   return { encoder, heads };
 }
@@ -131,9 +122,9 @@ export function initModel(config: EncoderConfig, opts: { seed: number; heads?: b
   const std = Number(config.raw.initializer_range ?? 0.02);
   const d = config.hidden;
   let seed = opts.seed;
-  const normal = (shape: number[]) => owned(() => tf.randomNormal(shape, 0, std, 'float32', seed++));
-  const zeros = (n: number) => owned(() => tf.zeros([n]));
-  const ones = (n: number) => owned(() => tf.ones([n]));
+  const normal = (shape: number[]) => ownedVariable(() => tf.randomNormal(shape, 0, std, 'float32', seed++));
+  const zeros = (n: number) => ownedVariable(() => tf.zeros([n]));
+  const ones = (n: number) => ownedVariable(() => tf.ones([n]));
   const params: Params = new Map();
   const dense = (p: string, out: number, inp: number) => {
     params.set(p + '.weight', normal([out, inp]));
@@ -173,7 +164,7 @@ export function addHeads(m: M3Model, colbertDimension: number, seed: number): vo
   const d = m.config.hidden;
   const out = colbertDimension > 0 ? colbertDimension : d;
   const bound = 1 / Math.sqrt(d);
-  const u = (shape: number[], s: number) => owned(() => tf.randomUniform(shape, -bound, bound, 'float32', s));
+  const u = (shape: number[], s: number) => ownedVariable(() => tf.randomUniform(shape, -bound, bound, 'float32', s));
   m.params.set('colbert_linear.weight', u([out, d], seed));
   m.params.set('colbert_linear.bias', u([out], seed + 1));
   m.params.set('sparse_linear.weight', u([1, d], seed + 2));
@@ -200,4 +191,28 @@ export function loadOrInitModel(o: { init?: string; config?: string; tokenizer?:
   const m = initModel(config, { seed, tokenizer });
   m.source = `${o.config} (fresh)`;
   return m;
+}
+
+/**
+ * Grows an absolute position table (stage 1 of the paper: XLM-R 514 → 8194 rows) by repeating the trained
+ * rows after the reserved ones (XLM-R reserves pad_id + 1 rows), and updates the config.
+ */
+export function extendPositions(cfg: EncoderConfig, params: Params, newMax: number): void {
+  const name = 'embeddings.position_embeddings.weight';
+  const old = params.get(name) as tf.Variable;
+  const [rows, d] = old.shape;
+  if (newMax <= rows) return;
+  const reserved = cfg.family === 'xlm-roberta' ? cfg.padTokenId + 1 : 0;
+  const src = old.dataSync();
+  const out = new Float32Array(newMax * d);
+  out.set(src);
+  for (let r = rows; r < newMax; r++) {
+    const from = reserved + ((r - reserved) % (rows - reserved));
+    out.set(src.subarray(from * d, (from + 1) * d), r * d);
+  }
+  const grown = ownedVariable(() => tf.tensor2d(out, [newMax, d]), old.trainable);
+  old.dispose();
+  params.set(name, grown);
+  cfg.maxPositions = newMax;
+  cfg.raw.max_position_embeddings = newMax;
 }

@@ -1,8 +1,25 @@
 /**
  * Query–passage scores of inference outputs, equal to FlagEmbedding's BGEM3FlagModel.compute_score:
  * dense inner product, lexical matching over shared token ids, ColBERT mean-of-max, and their weighted
- * fusion ("sparse+dense" = (w0·d + w1·s)/(w0 + w1); "colbert+sparse+dense" = Σ w·s / Σ w).
+ * fusion ("dense+sparse" = (w0·d + w1·s)/(w0 + w1); "all" = Σ w·s / Σ w — compute_score calls them
+ * "sparse+dense" and "colbert+sparse+dense", accepted here as aliases).
  */
+import { DEFAULT_ENSEMBLE_WEIGHTS } from '../losses/ensemble-score';
+
+/** The retrieval modes: the three functions and their weighted sums. */
+export const MODES = ['dense', 'sparse', 'colbert', 'dense+sparse', 'all'] as const;
+export type Mode = (typeof MODES)[number];
+
+/** FlagEmbedding's compute_score names of the hybrid modes. */
+export const MODE_ALIASES: Readonly<Record<string, Mode>> = { 'sparse+dense': 'dense+sparse', 'colbert+sparse+dense': 'all' };
+
+/** A mode by its name or alias; null for an unknown name. */
+export function modeNamed(name: string): Mode | null {
+  return (MODES as readonly string[]).includes(name) ? (name as Mode) : MODE_ALIASES[name] ?? null;
+}
+
+/** [dense, sparse, colbert] weights of the hybrid modes: the ensemble weights of M3's training (1, 0.3, 1). */
+export const DEFAULT_MODE_WEIGHTS: readonly [number, number, number] = [DEFAULT_ENSEMBLE_WEIGHTS.dense, DEFAULT_ENSEMBLE_WEIGHTS.sparse, DEFAULT_ENSEMBLE_WEIGHTS.colbert];
 export type SparseVec = Record<string, number>;
 
 export function denseScore(q: Float32Array, p: Float32Array): number {
@@ -32,16 +49,16 @@ export function colbertScore(q: Float32Array[], p: Float32Array[]): number {
   return total / q.length;
 }
 
-export interface ModeScores { dense: number; sparse: number; colbert: number; 'sparse+dense': number; 'colbert+sparse+dense': number }
+export type ModeScores = Record<Mode, number>;
 
-/** All of compute_score's modes for one pair; `weights` = [dense, sparse, colbert] (FlagEmbedding default [1, 1, 1]). */
-export function fuseScores(dense: number, sparse: number, colbert: number, weights: [number, number, number] = [1, 1, 1]): ModeScores {
+/** All of compute_score's modes for one pair; `weights` = [dense, sparse, colbert] (compute_score's default [1, 1, 1]). */
+export function fuseScores(dense: number, sparse: number, colbert: number, weights: readonly [number, number, number] = [1, 1, 1]): ModeScores {
   const [w0, w1, w2] = weights;
   return {
     dense,
     sparse,
     colbert,
-    'sparse+dense': (w0 * dense + w1 * sparse) / (w0 + w1),
-    'colbert+sparse+dense': (w0 * dense + w1 * sparse + w2 * colbert) / (w0 + w1 + w2),
+    'dense+sparse': (w0 * dense + w1 * sparse) / (w0 + w1),
+    all: (w0 * dense + w1 * sparse + w2 * colbert) / (w0 + w1 + w2),
   };
 }

@@ -11,6 +11,7 @@ import * as path from 'path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { UserError } from '../util/errors';
 import { writeFileAtomic } from '../util/fsx';
+import { TokenBatch } from '../util/token-batch';
 
 export interface Tokenizer {
   /** sha256 hex over the canonical definition (vocab, model settings, normalisation, added tokens). */
@@ -31,18 +32,12 @@ export interface Tokenizer {
   /** [CLS] ids [SEP], content truncated so the total is ≤ maxLength. */
   encode(text: string, maxLength: number): number[];
   /** Right-padded to the longest sequence (rounded up to padToMultipleOf), row-major [batch, length]. */
-  encodeBatch(texts: string[], opts: { maxLength: number; padToMultipleOf?: number }): EncodedBatch;
+  encodeBatch(texts: string[], opts: { maxLength: number; padToMultipleOf?: number }): TokenBatch;
   idToToken(id: number): string;
   /** Writes tokenizer.json, tokenizer_config.json, special_tokens_map.json (and vocab.txt for WordPiece). */
   save(dir: string): void;
 }
 
-export interface EncodedBatch {
-  inputIds: Int32Array;
-  attentionMask: Int32Array;
-  batch: number;
-  length: number;
-}
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -282,7 +277,7 @@ function buildTokenizer(def: Json, config: Json, source: string): Tokenizer {
     return out;
   };
 
-  const encodeBatch = (texts: string[], opts: { maxLength: number; padToMultipleOf?: number }): EncodedBatch => {
+  const encodeBatch = (texts: string[], opts: { maxLength: number; padToMultipleOf?: number }): TokenBatch => {
     const seqs = texts.map((t) => encode(t, opts.maxLength));
     return padBatch(seqs, padId, opts.padToMultipleOf);
   };
@@ -330,7 +325,7 @@ function buildTokenizer(def: Json, config: Json, source: string): Tokenizer {
 }
 
 /** Right-pads id sequences to the longest (rounded up to a multiple), with a 0/1 attention mask. */
-export function padBatch(seqs: ArrayLike<number>[], padId: number, padToMultipleOf?: number): EncodedBatch {
+export function padBatch(seqs: ArrayLike<number>[], padId: number, padToMultipleOf?: number): TokenBatch {
   let length = 0;
   for (const s of seqs) length = Math.max(length, s.length);
   if (padToMultipleOf && padToMultipleOf > 1) length = Math.ceil(length / padToMultipleOf) * padToMultipleOf;

@@ -1,11 +1,14 @@
-/** Stage config of RetroMAE pretraining (stage 1): masking ratios as RetroMAE's defaults (spec §6). */
-import { EVAL_SCHEMA, EvalConfig } from '../eval/config';
-import { MODEL_SCHEMA } from '../finetune/config';
+/**
+ * Stage config of RetroMAE pretraining (stage 1). Masking defaults are RetroMAE's (staoxiao/RetroMAE
+ * `DataTrainingArguments`: encoder_mlm_probability 0.3, decoder_mlm_probability 0.5).
+ */
+import { EVAL_SCHEMA } from '../eval/config';
+import { MODEL_SCHEMA } from '../model/schema';
 import { TRAIN_SCHEMA } from '../train/config';
-import { TrainConfig } from '../train/trainer';
-import { Schema } from '../util/schema';
+import { Infer, Schema } from '../util/schema';
+import { RETROMAE_DEFAULTS } from './masking';
 
-export function pretrainSchema(): Schema {
+export function pretrainSchema() {
   return {
     stage: { type: 'enum', values: ['retromae'] },
     output_dir: { type: 'string' },
@@ -18,21 +21,13 @@ export function pretrainSchema(): Schema {
       skip_invalid: { type: 'bool', default: false },
     } },
     masking: { type: 'object', fields: {
-      encoder_mlm_probability: { type: 'number', default: 0.3, min: 0, max: 1 },
-      decoder_mlm_probability: { type: 'number', default: 0.5, min: 0, max: 1 },
-      decoder_mask_pool: { type: 'int', default: 128, min: 1, doc: 'whole-word masks drawn per sequence for the decoder rows (FlagEmbedding: 128)' },
+      encoder_mlm_probability: { type: 'number', default: RETROMAE_DEFAULTS.encoderRatio, min: 0, max: 1 },
+      decoder_mlm_probability: { type: 'number', default: RETROMAE_DEFAULTS.decoderRatio, min: 0, max: 1 },
+      decoder_mask_pool: { type: 'int', default: RETROMAE_DEFAULTS.poolSize, min: 1, doc: 'whole-word masks drawn per sequence for the decoder rows (FlagEmbedding: 128)' },
     } },
     train: { type: 'object', fields: TRAIN_SCHEMA },
     eval: { type: 'object', fields: EVAL_SCHEMA },
-  };
+  } as const satisfies Schema;
 }
 
-export interface PretrainConfig {
-  stage: 'retromae';
-  output_dir: string;
-  model: { init?: string; config?: string; tokenizer?: string; colbert_dim: number; extend_positions: number };
-  data: { train: string[]; cache_dir: string; max_len: number; batch_size: number; skip_invalid: boolean };
-  masking: { encoder_mlm_probability: number; decoder_mlm_probability: number; decoder_mask_pool: number };
-  train: TrainConfig & { sub_batch_size: number; fix_encoder: boolean; fix_position_embedding: boolean };
-  eval: EvalConfig;
-}
+export type PretrainConfig = Infer<ReturnType<typeof pretrainSchema>>;

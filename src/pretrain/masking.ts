@@ -1,5 +1,5 @@
 /**
- * RetroMAE's inputs from one token sequence (spec §6, §12.5; RetroMAE data.py; HF
+ * RetroMAE's inputs from one token sequence (RetroMAE data.py; HF
  * DataCollatorForWholeWordMask):
  * - whole words: WordPiece words are a piece plus its `##` followers, SentencePiece words start at a
  *   piece beginning with `▁`; special tokens are never candidates (fixes the XLM-R behaviour of #645);

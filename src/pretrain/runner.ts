@@ -1,53 +1,22 @@
 /**
  * The RetroMAE stage runner (stage 1): packed token blocks → whole-word masked encoder input and the
  * enhanced decoder's inputs (src/pretrain/masking.ts, seeded per step and row), the RetroMAE loss
- * (src/losses/retromae.ts) in the shared training loop; saves the encoder as an HF model dir with the
+ * (src/pretrain/retromae-step.ts: src/model/retromae.ts's forward pass, src/losses/retromae.ts's loss) in the shared training loop; saves the encoder as an HF model dir with the
  * decoder and MLM head beside it.
  */
 import * as tf from '@tensorflow/tfjs';
 import { openDataset, PretrainBatch } from '../data';
 import { stageEvaluator } from '../eval/config';
-import { retroMaeLoss, RetroMaeBatch } from '../losses/retromae';
-import { Batch } from '../model/encoder';
-import { applyFreezing, disposeModel, loadOrInitModel, saveModel } from '../model/m3';
-import { Tokenizer } from '../model/tokenizer';
+import { applyFreezing, disposeModel, extendPositions, loadOrInitModel, saveModel } from '../model/m3';
 import { encodeSafetensors, readSafetensors } from '../model/weights/safetensors';
-import { RunOptions, RunResult, runTraining, Stage } from '../train/trainer';
+import { renameGrads, RunOptions, RunResult, runTraining, Stage } from '../train/trainer';
 import { stageDatasets } from '../train/stage-data';
-import { createRng, deriveSeed } from '../util/rng';
-import { renameGrads } from '../finetune/m3-step';
 import * as fs from 'fs';
 import * as path from 'path';
 import { PretrainConfig } from './config';
-import { IGNORE, RetroMaeMasking, retroMaeExample } from './masking';
-import { decoderTensors, DECODER_FILE, encoderPrefix, extendPositions, retroMaeParams } from './retromae-model';
-
-/** RetroMAE inputs of a padded batch of packed blocks; row r draws from deriveSeed(seed, r). */
-export function retroMaeBatch(ids: Batch, tok: Tokenizer, masking: RetroMaeMasking, seed: number): RetroMaeBatch {
-  const { batch: B, length: L } = ids;
-  const encIds = new Int32Array(B * L);
-  const encLabels = new Int32Array(B * L).fill(IGNORE);
-  const decLabels = new Int32Array(B * L).fill(IGNORE);
-  const visible = new Uint8Array(B * L * L);
-  for (let r = 0; r < B; r++) {
-    const row = ids.inputIds.subarray(r * L, (r + 1) * L);
-    let n = 0;
-    while (n < L && ids.attentionMask[r * L + n]) n++;
-    const ex = retroMaeExample(Array.from(row.subarray(0, n)), tok, createRng(deriveSeed(seed, r)), masking);
-    encIds.set(row, r * L);
-    encIds.set(ex.encoder.inputIds, r * L);
-    encLabels.set(ex.encoder.labels, r * L);
-    decLabels.set(ex.decoderLabels, r * L);
-    for (let i = 0; i < n; i++) visible.set(ex.decoderVisible.subarray(i * n, (i + 1) * n), r * L * L + i * L);
-  }
-  return {
-    encoder: { inputIds: encIds, attentionMask: ids.attentionMask, batch: B, length: L },
-    encoderLabels: encLabels,
-    decoder: ids,
-    decoderAttentionMask: visible.length ? Float32Array.from(visible) : new Float32Array(0),
-    decoderLabels: decLabels,
-  };
-}
+import { RetroMaeMasking } from './masking';
+import { retroMaeBatch, retroMaeObjective } from './retromae-step';
+import { decoderTensors, DECODER_FILE, encoderPrefix, retroMaeParams } from '../model/retromae';
 
 export async function runPretrain(cfg: PretrainConfig, opts: Omit<RunOptions, 'outputDir'>): Promise<RunResult> {
   const model = loadOrInitModel(cfg.model, cfg.train.seed, cfg.output_dir);
@@ -73,7 +42,7 @@ export async function runPretrain(cfg: PretrainConfig, opts: Omit<RunOptions, 'o
       const trainable = [...params.values()].filter((v) => v.trainable);
       let parts: Record<string, tf.Scalar> = {};
       const { value, grads } = tf.variableGrads(() => {
-        const out = retroMaeLoss(model.config, params, inputs, { encoderPrefix: prefix, dropoutSeed: dropout ? ctx.seed : undefined });
+        const out = retroMaeObjective(model.config, params, inputs, { encoderPrefix: prefix, dropoutSeed: dropout ? ctx.seed : undefined });
         parts = { loss_encoder: tf.keep(out.encoderLoss.clone()), loss_decoder: tf.keep(out.decoderLoss.clone()) };
         return out.loss;
       }, trainable);

@@ -8,7 +8,9 @@
  * parameter, so checkpoints store and restore them by name.
  */
 import * as tf from '@tensorflow/tfjs';
-import { HostTensor, TensorMap } from '../model/weights/types';
+import { ops } from '../backend/ops';
+import { fromHost, ownedVariable, toHost } from '../model/variables';
+import { TensorMap } from '../model/weights/types';
 
 export interface AdamWConfig {
   lr: number;
@@ -32,33 +34,20 @@ export function createAdamW(config: Partial<AdamWConfig> = {}): AdamW {
   return { config: { ...ADAMW_DEFAULTS, ...config }, step: 0, m: new Map(), v: new Map() };
 }
 
-/**
- * A backend's fused AdamW kernel (torch: src/backend/torch/kernels/fused.ts): inputs param, m, v, grad;
- * outputs the updated [param, m, v], each written in place into its input's memory where nothing else
- * shares it. It computes the composite below op for op, so both paths give the same float32 results.
- */
-const FUSED_ADAMW = 'TorchAdamW';
-
-/** A variable that owns `t`'s data (tf.variable alone leaves `t` holding it, so assign() could not free it). */
-function ownedVariable(t: tf.Tensor, trainable: boolean): tf.Variable {
-  const v = tf.variable(t, trainable);
-  t.dispose();
-  return v;
-}
-
 /** One update of every parameter that has a gradient, at learning rate `lr`. */
 export function adamwStep(opt: AdamW, params: Map<string, tf.Variable>, grads: Map<string, tf.Tensor>, lr: number): void {
   opt.step += 1;
   const [b1, b2] = opt.config.betas;
   const bc1 = 1 - b1 ** opt.step;
   const bc2Sqrt = Math.sqrt(1 - b2 ** opt.step);
-  const fused = tf.getKernel(FUSED_ADAMW, tf.getBackend()) !== undefined;
+  // a backend's fused kernel (torch) computes the composite below op for op: the same float32 results
+  const fused = ops().adamw;
   for (const [name, g] of grads) {
     const p = params.get(name);
     if (!p) throw new Error(`gradient for unknown parameter '${name}'`);
     if (!opt.m.has(name)) {
-      opt.m.set(name, ownedVariable(tf.zerosLike(p), false));
-      opt.v.set(name, ownedVariable(tf.zerosLike(p), false));
+      opt.m.set(name, ownedVariable(() => tf.zerosLike(p), false));
+      opt.v.set(name, ownedVariable(() => tf.zerosLike(p), false));
     }
     const m = opt.m.get(name)!;
     const v = opt.v.get(name)!;
@@ -66,7 +55,7 @@ export function adamwStep(opt: AdamW, params: Map<string, tf.Variable>, grads: M
     if (fused) {
       tf.tidy(() => {
         const attrs = { beta1: b1, beta2: b2, lr, eps: opt.config.eps, decay, bc1, bc2Sqrt };
-        const [pNew, mNew, vNew] = tf.engine().runKernel(FUSED_ADAMW, { param: p, m, v, grad: g }, attrs as never) as tf.Tensor[];
+        const [pNew, mNew, vNew] = fused(p, m, v, g, attrs);
         // an output on its input's dataId was updated in place; a new one (the input was shared) replaces it
         if (pNew.dataId !== p.dataId) p.assign(pNew);
         if (mNew.dataId !== m.dataId) m.assign(mNew);
@@ -105,9 +94,8 @@ export function clipGradNorm(grads: Map<string, tf.Tensor>, maxNorm: number): { 
 /** Moments and step as host tensors (`exp_avg.<name>`, `exp_avg_sq.<name>`) for checkpoints. */
 export function exportAdamW(opt: AdamW): { step: number; tensors: TensorMap } {
   const tensors: TensorMap = new Map();
-  const host = (t: tf.Tensor): HostTensor => ({ dtype: 'float32', shape: t.shape.slice(), data: t.dataSync() as Float32Array });
-  for (const [k, t] of opt.m) tensors.set(`exp_avg.${k}`, host(t));
-  for (const [k, t] of opt.v) tensors.set(`exp_avg_sq.${k}`, host(t));
+  for (const [k, t] of opt.m) tensors.set(`exp_avg.${k}`, toHost(t));
+  for (const [k, t] of opt.v) tensors.set(`exp_avg_sq.${k}`, toHost(t));
   return { step: opt.step, tensors };
 }
 
@@ -119,7 +107,7 @@ export function importAdamW(opt: AdamW, step: number, tensors: TensorMap): void 
     const name = rest.join('.');
     const target = kind === 'exp_avg' ? opt.m : kind === 'exp_avg_sq' ? opt.v : null;
     if (!target) throw new Error(`unexpected optimizer tensor '${key}'`);
-    target.set(name, ownedVariable(tf.tensor(t.data, t.shape, 'float32'), false));
+    target.set(name, ownedVariable(() => fromHost(t), false));
   }
 }
 

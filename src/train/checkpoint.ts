@@ -96,8 +96,19 @@ export function markFinished(outputDir: string, info: Record<string, unknown>): 
 }
 
 export function isFinished(outputDir: string): boolean {
+  return readFinished(outputDir) !== null;
+}
+
+/** What `markFinished` recorded for a finished stage (with its `final/` present), else null. */
+export function readFinished(outputDir: string): Record<string, unknown> | null {
   recoverDir(path.join(outputDir, 'final'));
-  return fs.existsSync(path.join(outputDir, 'finished.json')) && fs.existsSync(path.join(outputDir, 'final'));
+  const file = path.join(outputDir, 'finished.json');
+  if (!fs.existsSync(file) || !fs.existsSync(path.join(outputDir, 'final'))) return null;
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+  } catch {
+    throw new UserError(`${file}: damaged (not JSON); remove it to train the stage again`);
+  }
 }
 
 /** On resume, drops metric rows logged after the checkpoint (they will be logged again). */

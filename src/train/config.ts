@@ -1,8 +1,8 @@
 /** The `train:` section shared by every stage config (HF TrainingArguments names where they exist). */
-import { Schema } from '../util/schema';
+import { Infer, Schema } from '../util/schema';
 import { SCHEDULES } from './schedule';
 
-export const TRAIN_SCHEMA: Schema = {
+export const TRAIN_SCHEMA = {
   learning_rate: { type: 'number', default: 1e-5, min: 0, doc: 'peak learning rate' },
   weight_decay: { type: 'number', default: 0.01, min: 0 },
   adam_beta1: { type: 'number', default: 0.9, min: 0, max: 1 },
@@ -10,16 +10,17 @@ export const TRAIN_SCHEMA: Schema = {
   adam_epsilon: { type: 'number', default: 1e-8, min: 0 },
   max_grad_norm: { type: 'number', default: 1.0, min: 0, doc: '0 disables clipping' },
   schedule: { type: 'enum', values: SCHEDULES, default: 'linear' },
-  warmup_ratio: { type: 'number', default: 0.1, min: 0, max: 1 },
+  warmup_ratio: { type: 'number', default: 0.1, min: 0, max: 1, doc: 'warmup as a fraction of max_steps (when warmup_steps is 0)' },
   warmup_steps: { type: 'int', default: 0, min: 0, doc: 'overrides warmup_ratio when > 0' },
   max_steps: { type: 'int', default: -1, min: -1, doc: 'optimizer steps; -1 = epochs × steps per epoch' },
-  epochs: { type: 'number', default: 1, min: 0 },
+  epochs: { type: 'number', default: 1, min: 0, doc: 'passes over the data when max_steps is -1' },
   grad_accum: { type: 'int', default: 1, min: 1, doc: 'micro-batches per optimizer step' },
-  sub_batch_size: { type: 'int', default: 0, min: 0, doc: 'GradCache sub-batch size; 0 = one pass' },
   save_steps: { type: 'int', default: 0, min: 0, doc: 'checkpoint every N steps (and always at the end)' },
   save_total_limit: { type: 'int', default: 2, min: 0, doc: 'checkpoints kept; 0 = all' },
   log_steps: { type: 'int', default: 1, min: 1 },
   seed: { type: 'int', default: 42 },
-  fix_encoder: { type: 'bool', default: false, doc: 'train only the M3 heads' },
   fix_position_embedding: { type: 'bool', default: false, doc: 'freeze position embeddings' },
-};
+} as const satisfies Schema;
+
+/** What the training loop reads (the stage runners read the rest of their `train:` section). */
+export type TrainConfig = Infer<typeof TRAIN_SCHEMA>;

@@ -1,6 +1,6 @@
 /**
  * GradCache-style sub-batching (Gao et al., 2021, "Scaling Deep Contrastive Learning Batch Size under
- * Memory Limited Setup"; spec §12.7), our substitute for gradient checkpointing, which TF.js lacks:
+ * Memory Limited Setup"), our substitute for gradient checkpointing, which TF.js lacks:
  *   1. encode every sub-batch without a tape and concatenate the representations;
  *   2. take the loss and its gradient w.r.t. those representations (a small graph);
  *   3. re-encode each sub-batch under a tape and back-propagate the cached gradient slice

@@ -13,27 +13,12 @@ import { Progress } from '../util/progress';
 import { deriveSeed } from '../util/rng';
 import { adamwStep, clipGradNorm, createAdamW, disposeAdamW, exportAdamW, importAdamW } from './adamw';
 import { appendMetrics, isFinished, listCheckpoints, loadCheckpoint, markFinished, saveCheckpoint, truncateMetrics } from './checkpoint';
-import { lrAt, ScheduleKind, warmupSteps } from './schedule';
-import { HostTensor, TensorMap } from '../model/weights/types';
+import { TrainConfig } from './config';
+import { lrAt, warmupSteps } from './schedule';
 
-export interface TrainConfig {
-  learning_rate: number;
-  weight_decay: number;
-  adam_beta1: number;
-  adam_beta2: number;
-  adam_epsilon: number;
-  max_grad_norm: number;
-  schedule: ScheduleKind;
-  warmup_ratio: number;
-  warmup_steps: number;
-  max_steps: number;
-  epochs: number;
-  grad_accum: number;
-  save_steps: number;
-  save_total_limit: number;
-  log_steps: number;
-  seed: number;
-}
+export type { TrainConfig };
+import { toHost } from '../model/variables';
+import { TensorMap } from '../model/weights/types';
 
 export interface MicroResult {
   loss: tf.Scalar;
@@ -211,7 +196,7 @@ function accumulate(acc: Map<string, tf.Tensor> | null, grads: Map<string, tf.Te
 
 export function exportParams(params: Map<string, tf.Variable>): TensorMap {
   const out: TensorMap = new Map();
-  for (const [k, v] of params) out.set(k, { dtype: 'float32', shape: v.shape.slice(), data: v.dataSync() as Float32Array } as HostTensor);
+  for (const [k, v] of params) out.set(k, toHost(v));
   return out;
 }
 
@@ -222,4 +207,12 @@ export function loadWeights(params: Map<string, tf.Variable>, weights: TensorMap
     if (t.shape.join() !== v.shape.join()) throw new UserError(`${where}: parameter '${k}' has shape [${t.shape}], the model has [${v.shape}]`);
     tf.tidy(() => v.assign(tf.tensor(t.data, t.shape, 'float32')));
   }
+}
+
+/** variableGrads keys gradients by TF.js variable name; the framework speaks checkpoint names. */
+export function renameGrads(params: Map<string, tf.Variable>, grads: Record<string, tf.Tensor>): Map<string, tf.Tensor> {
+  const byVar = new Map([...params].map(([n, v]) => [v.name, n]));
+  const out = new Map<string, tf.Tensor>();
+  for (const [k, g] of Object.entries(grads)) out.set(byVar.get(k) ?? k, g);
+  return out;
 }

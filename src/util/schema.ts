@@ -9,12 +9,32 @@ export type Field =
   | { type: 'number' | 'int'; default?: number; min?: number; max?: number; optional?: boolean; doc?: string }
   | { type: 'string'; default?: string; optional?: boolean; doc?: string }
   | { type: 'bool'; default?: boolean; optional?: boolean; doc?: string }
-  | { type: 'enum'; values: readonly string[]; default?: string; optional?: boolean; doc?: string }
-  | { type: 'list'; of: Field; default?: unknown[]; optional?: boolean; minItems?: number; doc?: string }
+  | { type: 'enum'; values: readonly string[]; aliases?: Readonly<Record<string, string>>; default?: string; optional?: boolean; doc?: string }
+  | { type: 'list'; of: Field; default?: readonly unknown[]; optional?: boolean; minItems?: number; doc?: string }
   | { type: 'object'; fields: Schema; optional?: boolean; doc?: string }
   | { type: 'map'; of: Field; default?: Record<string, unknown>; optional?: boolean; doc?: string };
 
 export type Schema = Record<string, Field>;
+
+/**
+ * The type `validate` returns for a schema declared `as const satisfies Schema`: config types are derived
+ * from their schemas, never written twice. A key that is optional and has no default may be absent.
+ */
+export type Infer<S> = Simplify<
+  { -readonly [K in keyof S as MayBeAbsent<S[K]> extends true ? never : K]: FieldValue<S[K]> } &
+  { -readonly [K in keyof S as MayBeAbsent<S[K]> extends true ? K : never]?: FieldValue<S[K]> }
+>;
+type Simplify<T> = { [K in keyof T]: T[K] };
+type MayBeAbsent<F> = F extends { optional: true } ? (F extends { default: unknown } ? false : true) : false;
+type FieldValue<F> =
+  F extends { type: 'number' | 'int' } ? number
+  : F extends { type: 'string' } ? string
+  : F extends { type: 'bool' } ? boolean
+  : F extends { type: 'enum'; values: readonly (infer V)[] } ? V
+  : F extends { type: 'list'; of: infer O } ? FieldValue<O>[]
+  : F extends { type: 'object'; fields: infer S } ? Infer<S>
+  : F extends { type: 'map'; of: infer O } ? Record<string, FieldValue<O>>
+  : never;
 
 /** Where a key was written, for messages: "file:line". */
 export type Locate = (path: string[]) => string;
@@ -93,6 +113,7 @@ function checkField(field: Field, v: unknown, p: string[], locate: Locate, where
       if (typeof v !== 'boolean') throw bad();
       return v;
     case 'enum':
+      if (typeof v === 'string' && field.aliases?.[v] !== undefined) return field.aliases[v];
       if (typeof v !== 'string' || !field.values.includes(v)) {
         const hint = typeof v === 'string' ? closest(v, [...field.values]) : null;
         throw new UserError(`${where(p)} must be ${typeName(field)}, got ${JSON.stringify(v)}${hint ? ` (did you mean '${hint}'?)` : ''}`);

@@ -35,7 +35,7 @@ function writeWithBadLine(file: string, bad: string | Buffer): void {
 
 describe('bad input stops prepare with file:line and the field, leaving nothing behind', () => {
   const tok = bertTokenizer();
-  test.each(CASES)('%s', async (_name, bad, message, _reason) => {
+  test.each(CASES)('%s', async (_name, bad, message) => {
     const dir = tmpDir();
     const file = path.join(dir, 'train.jsonl');
     writeWithBadLine(file, bad);

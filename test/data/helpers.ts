@@ -3,7 +3,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { loadTokenizer, Tokenizer } from '../../src/model/tokenizer';
-import type { EncodedBatch } from '../../src/model/tokenizer';
+import type { TokenBatch } from '../../src/util/token-batch';
 import { sharedDir } from '../helpers/shared';
 
 export const FE = sharedDir('data/flagembedding');
@@ -24,18 +24,18 @@ export function writeJsonl(file: string, rows: unknown[]): string {
   return file;
 }
 
-export function readJsonl(file: string): Record<string, any>[] { // eslint-disable-line @typescript-eslint/no-explicit-any
+export function readJsonl(file: string): Record<string, any>[] {
   return fs.readFileSync(file, 'utf8').split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l));
 }
 
 /** Row b of a padded batch, without its padding. */
-export function rowOf(e: EncodedBatch, b: number): number[] {
+export function rowOf(e: TokenBatch, b: number): number[] {
   const out: number[] = [];
   for (let i = 0; i < e.length; i++) if (e.attentionMask[b * e.length + i]) out.push(e.inputIds[b * e.length + i]);
   return out;
 }
 
-export function rowsOf(e: EncodedBatch): number[][] {
+export function rowsOf(e: TokenBatch): number[][] {
   return Array.from({ length: e.batch }, (_, b) => rowOf(e, b));
 }
 

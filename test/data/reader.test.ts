@@ -1,6 +1,6 @@
 import * as path from 'path';
 import { prepareDataset } from '../../src/data/prepare';
-import { Batch, openDataset, PairBatch, ReaderOptions } from '../../src/data/reader';
+import { DataBatch, openDataset, PairBatch, ReaderOptions } from '../../src/data/reader';
 import { groupSizeFor, maybeShuffleText, sampleNegatives } from '../../src/data/sampling';
 import { createRng } from '../../src/util/rng';
 import { bertTokenizer, rowsOf, tmpDir, writeJsonl } from './helpers';
@@ -27,7 +27,7 @@ async function multiChunkDataset(): Promise<string> {
   return out;
 }
 
-function snapshot(b: Batch): unknown {
+function snapshot(b: DataBatch): unknown {
   const p = b as PairBatch;
   return {
     dataset: p.dataset, bucket: p.bucket, position: p.position, g: p.groupSize,

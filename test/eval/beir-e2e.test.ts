@@ -1,7 +1,7 @@
 /**
  * `m3 eval` end to end on tiny models: the CLI's table, JSON and run files against an independent
- * brute-force evaluation built from encodeTexts and scores.ts (every document scored, the spec §8
- * protocol applied by hand), for the dense-only tiny BERT and for a tiny model with M3 heads.
+ * brute-force evaluation built from encodeTexts and scores.ts (every document scored, the hybrid
+ * reranking applied by hand), for the dense-only tiny BERT and for a tiny model with M3 heads.
  */
 import * as fs from 'fs';
 import * as os from 'os';
@@ -11,7 +11,7 @@ import { cli } from '../../src/cli/main';
 import { evaluateBeir } from '../../src/eval/beir';
 import { loadBeir } from '../../src/eval/data';
 import { evaluateRun, Run } from '../../src/eval/metrics';
-import { EvalMode } from '../../src/eval/search';
+import { Mode } from '../../src/model/scores';
 import { readRunTrec } from '../../src/eval/trec';
 import { encodeTexts, Embedding } from '../../src/model/inference';
 import { loadModel, M3Model } from '../../src/model/m3';
@@ -49,7 +49,7 @@ async function runCli(args: string[]): Promise<{ code: number; stdout: string; s
 }
 
 /** Every mode by brute force: all documents scored with scores.ts, ties to the lower corpus index. */
-async function referenceRuns(model: M3Model, modes: EvalMode[], topK: number, weights: number[], maxLength: number): Promise<Partial<Record<EvalMode, Run>>> {
+async function referenceRuns(model: M3Model, modes: Mode[], topK: number, weights: number[], maxLength: number): Promise<Partial<Record<Mode, Run>>> {
   const ds = loadBeir(beirDir, 'dev');
   const outputs = modes.every((m) => m === 'dense') ? ['dense' as const] : ['dense' as const, 'sparse' as const, 'colbert' as const];
   const q: Embedding[] = await encodeTexts(model, ds.queryTexts, { outputs, maxLength });
@@ -57,7 +57,7 @@ async function referenceRuns(model: M3Model, modes: EvalMode[], topK: number, we
   const top = (cands: number[], score: (i: number) => number) =>
     cands.map((i) => ({ i, s: score(i) })).sort((a, b) => b.s - a.s || a.i - b.i).slice(0, topK);
   const all = d.map((_, i) => i);
-  const runs: Partial<Record<EvalMode, Run>> = {};
+  const runs: Partial<Record<Mode, Run>> = {};
   for (const mode of modes) {
     const run: Run = new Map();
     ds.queryIds.forEach((qid, qi) => {
@@ -121,7 +121,7 @@ test('tiny model with heads: all five modes equal the brute-force protocol; one 
   const r = await runCli(['eval', '--model', headsDir, '--data', beirDir, '--json', json, '--run-file', runFile, '--top-k', '3', '--weights', weights.join(',')]);
   expect(r.stderr).not.toMatch(/error/);
   expect(r.code).toBe(0);
-  const modes: EvalMode[] = ['dense', 'sparse', 'colbert', 'dense+sparse', 'all'];
+  const modes: Mode[] = ['dense', 'sparse', 'colbert', 'dense+sparse', 'all'];
   const results = JSON.parse(fs.readFileSync(json, 'utf8'));
   expect(Object.keys(results)).toEqual(modes); // default: every mode when the model has heads
   const model = loadModel(headsDir);

@@ -113,12 +113,21 @@ test('m3 mine writes FlagEmbedding JSONL; bad input names file:line', async () =
     fs.writeFileSync(input, `${JSON.stringify({ query: 'a', pos: ['b'] })}\n${JSON.stringify({ query: 'c', pos: [] })}\n`);
     await cli(['mine', '--model', TINY_BERT, '--input', input, '--output', path.join(tmp, 'x.jsonl'), '--backend', 'cpu']).parseAsync();
     expect(process.exitCode).toBe(1);
-    expect(errs.join('')).toMatch(/train\.jsonl:2: 'pos' is empty/);
+    expect(errs.join('')).toMatch(/train\.jsonl:2: pos: is empty; every query needs at least one positive/);
     expect(fs.existsSync(path.join(tmp, 'x.jsonl'))).toBe(false);
   } finally {
     spy.mockRestore();
     process.exitCode = 0;
   }
+});
+
+test("m3 mine reads training JSONL as m3 data prepare does: the old 'positive' key is accepted", () => {
+  const input = path.join(tmp, 'positive.jsonl');
+  fs.writeFileSync(input, `${JSON.stringify({ query: 'a', positive: ['b', 'c'] })}\n`);
+  const [ex] = readTrainingJsonl(input);
+  expect([ex.query, ex.pos, ex.neg]).toEqual(['a', ['b', 'c'], []]);
+  fs.writeFileSync(input, `${JSON.stringify({ query: 'a', pos: ['b'], neg: [3] })}\n`);
+  expect(() => readTrainingJsonl(input)).toThrow(`${input}:1: neg[0]: expected a string, got number`);
 });
 
 test('range parsing', () => {

@@ -6,7 +6,8 @@
 import * as path from 'path';
 import * as fs from 'fs';
 import * as tf from '@tensorflow/tfjs';
-import { retroMaeLoss, RetroMaeBatch } from '../../src/losses/retromae';
+import { RetroMaeBatch } from '../../src/model/retromae';
+import { retroMaeObjective } from '../../src/pretrain/retromae-step';
 import { parseConfig } from '../../src/model/config';
 import { readSafetensors } from '../../src/model/weights/safetensors';
 import { HostTensor } from '../../src/model/weights/types';
@@ -43,7 +44,7 @@ export const runRetroMAECase: KindRunner = async (c: GoldenCase) => {
   try {
     const got = new Map<string, ArrayLike<number>>();
     tf.tidy(() => {
-      const out = retroMaeLoss(cfg, params, batch);
+      const out = retroMaeObjective(cfg, params, batch);
       got.set('loss', out.loss.dataSync());
       got.set('loss_encoder', out.encoderLoss.dataSync());
       got.set('loss_decoder', out.decoderLoss.dataSync());
@@ -55,7 +56,7 @@ export const runRetroMAECase: KindRunner = async (c: GoldenCase) => {
         const grads = tf.grads((...vals: tf.Tensor[]) => {
           const p = new Map(params);
           names.forEach((n, i) => p.set(n, vals[i]));
-          return retroMaeLoss(cfg, p, batch).loss;
+          return retroMaeObjective(cfg, p, batch).loss;
         })(names.map((n) => params.get(n)!));
         gradNames.forEach((n, i) => got.set(n, grads[i].dataSync()));
       });

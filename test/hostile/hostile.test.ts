@@ -59,8 +59,8 @@ function modelDir(name: string, files: Record<string, Buffer | string | null> = 
 const good = JSON.stringify({ query: 'what is up', pos: ['the sky'], neg: ['the ground'] });
 const jsonl = (...lines: string[]) => lines.join('\n') + '\n';
 /** A safetensors model.safetensors with two small F32 tensors and a header tweak. */
-const st = (tweak: (h: Record<string, any>) => void, dataBytes = 32, len?: bigint): Buffer => { // eslint-disable-line @typescript-eslint/no-explicit-any
-  const h: Record<string, any> = { a: { dtype: 'F32', shape: [2, 2], data_offsets: [0, 16] }, b: { dtype: 'F32', shape: [4], data_offsets: [16, 32] } }; // eslint-disable-line @typescript-eslint/no-explicit-any
+const st = (tweak: (h: Record<string, any>) => void, dataBytes = 32, len?: bigint): Buffer => {
+  const h: Record<string, any> = { a: { dtype: 'F32', shape: [2, 2], data_offsets: [0, 16] }, b: { dtype: 'F32', shape: [4], data_offsets: [16, 32] } };
   tweak(h);
   return fs.readFileSync(rawSafetensors(T('.st'), h, dataBytes, len));
 };

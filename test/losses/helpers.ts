@@ -1,10 +1,10 @@
 /**
  * Shared pieces of the loss tests: deterministic random data, the backends to run on, host-side
- * reference implementations written straight from the definitions (spec §1.2) and tolerance checks.
+ * reference implementations written straight from FlagEmbedding's score definitions and tolerance checks.
  */
 import * as tf from '@tensorflow/tfjs';
 import { availableBackends } from '../../src/backend';
-import { TokenIds } from '../../src/losses/sparse-score';
+import { TokenBatch } from '../../src/util/token-batch';
 import { createRng } from '../../src/util/rng';
 
 /** Every backend that the golden tests use, plus TF.js's plain-JS cpu backend as a second opinion. */
@@ -40,7 +40,7 @@ export interface TokenOptions {
   seed: number;
 }
 
-export function randomTokens(o: TokenOptions): Required<TokenIds> {
+export function randomTokens(o: TokenOptions): Required<TokenBatch> {
   const r = rng(o.seed);
   const { batch, length, vocab } = o;
   const first = o.firstId ?? 4;
@@ -68,7 +68,7 @@ export function randomTokens(o: TokenOptions): Required<TokenIds> {
  * The reference sparse vectors without a vocabulary axis: per row, token id → max weight over its
  * positions, special ids and padding left out. Equal to scatter into [B, L, V], max over L, zero specials.
  */
-export function hostSparseVectors(weights: Float32Array, t: TokenIds, special: Set<number>): Map<number, { w: number; pos: number }>[] {
+export function hostSparseVectors(weights: Float32Array, t: TokenBatch, special: Set<number>): Map<number, { w: number; pos: number }>[] {
   const out: Map<number, { w: number; pos: number }>[] = [];
   for (let b = 0; b < t.batch; b++) {
     const m = new Map<number, { w: number; pos: number }>();

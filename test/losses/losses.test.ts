@@ -1,7 +1,7 @@
 /**
  * Loss semantics beyond the golden cases: cross-entropy's ignore index, own-group (`no_in_batch_neg`)
- * scoring of every term including the ensemble and self-distillation (spec §12.4), the exact combination
- * of spec §2.3 with non-default weights, and the dense-only path.
+ * scoring of every term including the ensemble and self-distillation, the exact combination
+ * of FlagEmbedding's M3 forward with non-default weights, and the dense-only path.
  */
 import * as tf from '@tensorflow/tfjs';
 import { useBackend } from '../../src/backend';
@@ -84,7 +84,7 @@ describe('own-group scoring (no_in_batch_neg)', () => {
   });
 });
 
-describe('unified loss combination (spec §2.3)', () => {
+describe('unified loss combination (FlagEmbedding M3 forward)', () => {
   const b = 2;
   const g = 3;
   let batch: ReturnType<typeof randomM3Batch>;

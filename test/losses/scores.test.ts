@@ -1,5 +1,5 @@
 /**
- * The three score functions against their definitions (spec §1.2), on every backend: sparse against the
+ * The three score functions against their FlagEmbedding definitions, on every backend: sparse against the
  * scatter-max-dot over an explicit vocabulary, ColBERT against the plain max-sim formula, chunked against
  * unchunked, own-group scoring against the own-group slice of the full matrix.
  */

@@ -1,4 +1,5 @@
-import { colbertScore, fuseScores, lexicalScore } from '../../src/model/scores';
+import { parseModes } from '../../src/eval/beir';
+import { colbertScore, fuseScores, lexicalScore, modeNamed } from '../../src/model/scores';
 
 describe('compute_score fusion', () => {
   // FlagEmbedding README (research/BGE_M3, "Usage"): components and fused scores of BAAI/bge-m3 for four
@@ -10,8 +11,8 @@ describe('compute_score fusion', () => {
   const all = [0.6013619303703308, 0.3255828022956848, 0.32089319825172424, 0.6232916116714478];
   test.each([0, 1, 2, 3])('pair %i matches the published fused scores', (i) => {
     const s = fuseScores(dense[i], sparse[i], colbert[i], [0.4, 0.2, 0.4]);
-    expect(s['sparse+dense']).toBeCloseTo(sd[i], 6);
-    expect(s['colbert+sparse+dense']).toBeCloseTo(all[i], 6);
+    expect(s['dense+sparse']).toBeCloseTo(sd[i], 6);
+    expect(s.all).toBeCloseTo(all[i], 6);
   });
 
   test('lexical score sums products over shared ids only', () => {
@@ -24,4 +25,12 @@ describe('compute_score fusion', () => {
     const p = [new Float32Array([1, 0]), new Float32Array([0.6, 0.8])];
     expect(colbertScore(q, p)).toBeCloseTo((1 + 0.8) / 2);
   });
+});
+
+test("FlagEmbedding's compute_score mode names are aliases of ours", () => {
+  expect(modeNamed('sparse+dense')).toBe('dense+sparse');
+  expect(modeNamed('colbert+sparse+dense')).toBe('all');
+  expect(modeNamed('all')).toBe('all');
+  expect(modeNamed('dense+colbert')).toBeNull();
+  expect(parseModes('dense,sparse+dense,colbert+sparse+dense')).toEqual(['dense', 'dense+sparse', 'all']);
 });

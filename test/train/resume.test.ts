@@ -7,8 +7,8 @@ import * as os from 'os';
 import * as path from 'path';
 import { useBackend } from '../../src/backend';
 import { listCheckpoints } from '../../src/train/checkpoint';
-import { runStage } from '../../src/train/pipeline';
-import { loadStageConfig } from '../../src/train/stage-config';
+import { runStage } from '../../src/recipes/pipeline';
+import { loadStageConfig } from '../../src/recipes/stage-config';
 import { readSafetensors } from '../../src/model/weights/safetensors';
 
 const config = path.resolve(__dirname, '../../configs/tiny/unified.yaml');

@@ -22,7 +22,7 @@ function write(text: string): string {
 describe('config files', () => {
   test('defaults fill in and --set overrides', () => {
     const f = write('output_dir: out\ntrain:\n  learning_rate: 2e-5\n');
-    const c = loadConfig<any>(f, schema, ['train.max_steps=7']);
+    const c = loadConfig<any>(f, schema, ['train.max_steps=7']).config;
     expect(c).toEqual({ output_dir: 'out', train: { learning_rate: 2e-5, max_steps: 7, schedule: 'linear' } });
   });
 

@@ -3,10 +3,11 @@
  * each is a tf.customGrad over a forward and a backward kernel (kernels/fused.ts). On any other backend
  * they compute the same thing with TF.js composites, so callers need not branch.
  *
- * `torchFusedOps` is src/model/ops.ts's `Ops` for torch, registered by src/backend/index.ts when the
+ * `torchFusedOps` is src/backend/ops.ts's `Ops` for torch, registered by src/backend/index.ts when the
  * backend loads and used by the model while torch is the active backend.
  */
 import * as tf from '@tensorflow/tfjs';
+import { AdamWAttrs, compositeOps, Ops } from '../ops';
 
 const onTorch = (): boolean => tf.getBackend() === 'torch';
 
@@ -15,13 +16,7 @@ type CustomGradientFunc = Parameters<typeof tf.customGrad>[0];
 
 /** LayerNorm over the last axis (biased variance, PyTorch semantics). */
 export function layerNorm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: number): tf.Tensor {
-  if (!onTorch()) {
-    return tf.tidy(() => {
-      const centered = tf.sub(x, tf.mean(x, -1, true));
-      const variance = tf.mean(tf.square(centered), -1, true);
-      return tf.add(tf.mul(tf.mul(centered, tf.rsqrt(tf.add(variance, eps))), gamma), beta);
-    });
-  }
+  if (!onTorch()) return compositeOps.layerNorm(x, gamma, beta, eps);
   // A customGrad per call closes over eps (customGrad passes tensors only); making one is cheap.
   const fused = tf.customGrad(((xx: tf.Tensor, g: tf.Tensor, bb: tf.Tensor, save: tf.GradSaveFunc) => {
     const [y, mean, rstd] = tf.engine().runKernel('TorchLayerNorm', { x: xx, gamma: g, beta: bb }, { eps }) as tf.Tensor[];
@@ -45,7 +40,7 @@ const geluGrad = tf.customGrad(((x: tf.Tensor, save: tf.GradSaveFunc) => {
 
 /** Exact (erf) GELU. */
 export function gelu(x: tf.Tensor): tf.Tensor {
-  if (!onTorch()) return tf.tidy(() => tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1)));
+  if (!onTorch()) return compositeOps.gelu(x);
   return geluGrad(x);
 }
 
@@ -101,5 +96,12 @@ export function softmaxCrossEntropy(logits: tf.Tensor2D, targets: tf.Tensor1D, i
   return fused(logits, targets) as tf.Tensor1D;
 }
 
-/** Drop-in for src/model/ops.ts's Ops when the torch backend is active. */
-export const torchFusedOps = { layerNorm, gelu, attention, softmaxCrossEntropy: (logits: tf.Tensor2D, targets: tf.Tensor1D) => softmaxCrossEntropy(logits, targets) };
+/** AdamW in place (kernels/fused.ts `TorchAdamW`). */
+function adamw(param: tf.Tensor, m: tf.Tensor, v: tf.Tensor, grad: tf.Tensor, attrs: AdamWAttrs): [tf.Tensor, tf.Tensor, tf.Tensor] {
+  return tf.engine().runKernel('TorchAdamW', { param, m, v, grad }, attrs as never) as [tf.Tensor, tf.Tensor, tf.Tensor];
+}
+
+/** Drop-in for src/backend/ops.ts's Ops when the torch backend is active. */
+export const torchFusedOps: Partial<Ops> = {
+  layerNorm, gelu, attention, adamw, softmaxCrossEntropy: (logits: tf.Tensor2D, targets: tf.Tensor1D) => softmaxCrossEntropy(logits, targets),
+};

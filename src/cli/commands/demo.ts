@@ -1,7 +1,7 @@
 /** `m3 demo` (= `npm start`): the demo pipeline with an evaluation before training and after each stage. */
 import * as path from 'path';
 import type { CommandModule } from 'yargs';
-import { runDemo } from '../../eval/demo';
+import { runDemo } from '../../recipes/demo';
 import { packageRoot } from '../../util/package-root';
 import { CommonArgs, handler } from '../run';
 

@@ -5,7 +5,7 @@ import { check } from '../../util/errors';
 import { writeFileAtomic } from '../../util/fsx';
 import { hasHeads, loadModel } from '../../model/m3';
 import { DEFAULT_MAX_LENGTH, DEFAULT_TOP_K, formatResultsTable, parseModes, retrieveBeir, scoreRuns } from '../../eval/beir';
-import { EVAL_MODES, EvalMode } from '../../eval/search';
+import { DEFAULT_MODE_WEIGHTS, MODES, Mode } from '../../model/scores';
 import { formatRunTrec } from '../../eval/trec';
 import { CommonArgs, handler } from '../run';
 
@@ -26,7 +26,7 @@ interface EvalArgs extends CommonArgs {
 }
 
 /** The run file of one mode: FILE itself for a single mode, else FILE with ".<mode>" before its extension. */
-export function runFileFor(file: string, mode: EvalMode, modeCount: number): string {
+export function runFileFor(file: string, mode: Mode, modeCount: number): string {
   if (modeCount === 1) return file;
   const ext = path.extname(file);
   return ext ? `${file.slice(0, -ext.length)}.${mode}${ext}` : `${file}.${mode}`;
@@ -46,8 +46,8 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
     .option('tokenizer', { type: 'string', describe: 'tokenizer dir (default: the model dir)' })
     .option('data', { type: 'string', demandOption: true, describe: 'BEIR folder: corpus.jsonl[.gz], queries.jsonl, qrels/<split>.tsv' })
     .option('split', { type: 'string', default: 'dev', describe: 'qrels/<split>.tsv to evaluate' })
-    .option('modes', { type: 'string', describe: `comma list of ${EVAL_MODES.join(',')} (default: all five when the model has M3 heads, else dense)` })
-    .option('weights', { type: 'string', default: '1,0.3,1', describe: 'dense,sparse,colbert weights of the hybrid modes' })
+    .option('modes', { type: 'string', describe: `comma list of ${MODES.join(',')} (FlagEmbedding's sparse+dense and colbert+sparse+dense are accepted; default: all five when the model has M3 heads, else dense)` })
+    .option('weights', { type: 'string', default: DEFAULT_MODE_WEIGHTS.join(','), describe: 'dense,sparse,colbert weights of the hybrid modes' })
     .option('max-length', { type: 'number', default: DEFAULT_MAX_LENGTH, describe: 'document truncation in tokens (capped by the model)' })
     .option('query-max-length', { type: 'number', describe: 'query truncation in tokens (default: --max-length)' })
     .option('top-k', { type: 'number', default: DEFAULT_TOP_K, describe: 'documents per query in each run, and the depth of each retriever that hybrids combine' })
@@ -62,7 +62,7 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
   handler: handler<EvalArgs>(async (args) => {
     const weights = parseWeights(args.weights);
     const model = loadModel(args.model, { tokenizer: args.tokenizer, requireTokenizer: true });
-    const modes = args.modes !== undefined ? parseModes(args.modes) : hasHeads(model) ? [...EVAL_MODES] : (['dense'] as EvalMode[]);
+    const modes = args.modes !== undefined ? parseModes(args.modes) : hasHeads(model) ? [...MODES] : (['dense'] as Mode[]);
     const { dataset, runs, seconds } = await retrieveBeir(model, path.resolve(args.data), {
       split: args.split, modes, weights, maxLength: args.maxLength, queryMaxLength: args.queryMaxLength, topK: args.topK,
       batchSize: args.batchSize, maxQueries: args.maxQueries,

@@ -1,12 +1,12 @@
 /** `m3 train CONFIG` (one stage) and `m3 pipeline CONFIG` (stages in order). */
-import type { CommandModule } from 'yargs';
-import { runPipeline, runStage } from '../../train/pipeline';
-import { loadStageConfig } from '../../train/stage-config';
+import type { Argv, CommandModule } from 'yargs';
+import { runPipeline, runStage } from '../../recipes/pipeline';
+import { loadStageConfig } from '../../recipes/stage-config';
 import { CommonArgs, handler } from '../run';
 
 interface TrainArgs extends CommonArgs { config: string; resume?: boolean; set?: string[] }
 
-const common = (y: any) => y
+const common = (y: Argv) => y
   .positional('config', { type: 'string', describe: 'YAML config', demandOption: true })
   .option('resume', { type: 'boolean', describe: 'continue from the newest checkpoint (a finished run is left as it is)' })
   .option('set', { type: 'string', array: true, describe: 'override a config key: --set train.max_steps=100' });

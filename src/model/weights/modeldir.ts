@@ -1,5 +1,5 @@
 /**
- * Model dirs as Hugging Face, FlagEmbedding and sentence-transformers lay them out (spec §7).
+ * Model dirs as Hugging Face, FlagEmbedding and sentence-transformers lay them out.
  * Read: encoder weights from model.safetensors | model.safetensors.index.json (sharded) | pytorch_model.bin |
  * pytorch_model.bin.index.json, M3 heads from colbert_linear.pt / sparse_linear.pt (torch zip) or their
  * .safetensors twins. Write: the dir FlagEmbedding and sentence-transformers load unchanged (config.json,

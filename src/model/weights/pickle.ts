@@ -47,8 +47,7 @@ const OPNAMES: Record<number, string> = {
   0x96: 'BYTEARRAY8', 0x97: 'NEXT_BUFFER', 0x98: 'READONLY_BUFFER',
 };
 
-const MARK = Symbol('mark');
-type Slot = PyValue | typeof MARK;
+type Slot = PyValue;
 
 /** A short description of a value for error messages. */
 export function describePy(v: PyValue): string {

@@ -4,7 +4,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { attention, gelu, layerNorm, softmaxCrossEntropy } from '../../../src/backend/torch/fused';
-import { compositeOps } from '../../../src/model/ops';
+import { compositeOps } from '../../../src/backend/ops';
 import { describeTorch, expectSame, rand, runOn } from './setup';
 
 type Fn = (xs: tf.Tensor[]) => tf.Tensor;

@@ -6,7 +6,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { loadTorchBackend, TorchLoadResult } from '../../../src/backend/torch';
 
-// eslint-disable-next-line @typescript-eslint/no-var-requires
 const { locate } = require('../../../native/locate-libtorch');
 
 export const libtorchInstalled: boolean = locate() !== null;

@@ -4,7 +4,7 @@ import { floatToHalf, halfToFloat } from '../../../src/model/weights/dtype';
 import { pickle, PickleNode } from '../../../src/model/weights/pickle';
 import { readTorchCheckpoint, readTorchStateDict, torchZipEntries, writeTorchStateDict } from '../../../src/model/weights/torch';
 import { HostTensor, TensorMap } from '../../../src/model/weights/types';
-import { writeZip, ZipWriteEntry } from '../../../src/model/weights/zip';
+import { writeZip } from '../../../src/model/weights/zip';
 import { UserError } from '../../../src/util/errors';
 import { sharedDir } from '../../helpers/shared';
 import { expectSameTensors, f32, tempDir, torchZip } from './helpers';

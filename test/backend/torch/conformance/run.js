@@ -8,7 +8,7 @@
 // Without the addon it prints why and exits 0 (M3_REQUIRE_TORCH=1 makes that an error).
 require('./swc-hook');
 const path = require('path');
-const tf = require('@tensorflow/tfjs');
+require('@tensorflow/tfjs');
 
 const args = process.argv.slice(2);
 const argValue = (name) => {

@@ -11,22 +11,20 @@
 import * as path from 'path';
 import { runFinetune } from '../finetune/runner';
 import { runPretrain } from '../pretrain/runner';
-import { readYamlConfig } from '../util/config-file';
+import { isFinished } from '../train/checkpoint';
+import { RunResult } from '../train/trainer';
+import { loadConfig, readYamlConfig } from '../util/config-file';
 import { UserError } from '../util/errors';
-import { Schema, validate } from '../util/schema';
-import { isFinished } from './checkpoint';
+import { Infer, Schema } from '../util/schema';
 import { loadStageConfig, StageConfig } from './stage-config';
-import { RunResult } from './trainer';
 
-const PIPELINE_SCHEMA: Schema = {
+const PIPELINE_SCHEMA = {
   output_dir: { type: 'string' },
   stages: { type: 'list', minItems: 1, of: { type: 'object', fields: {
     config: { type: 'string' },
     set: { type: 'list', of: { type: 'string' }, default: [] },
   } } },
-};
-
-interface PipelineConfig { output_dir: string; stages: { config: string; set: string[] }[] }
+} as const satisfies Schema;
 
 export interface StageRun { name: string; config: StageConfig; result: RunResult | null }
 
@@ -41,11 +39,9 @@ export function runStage(cfg: StageConfig, opts: { resume?: boolean; stopAfter?:
  * stage writes OUT/<n>-<stage> and starts from the previous stage's `final`.
  */
 export function pipelineStages(file: string, sets: string[]): StageConfig[] {
-  const { value, locate } = readYamlConfig(file);
   const globalSets = sets.filter((s) => !/^[a-z]+:/.test(s));
-  const outSet = globalSets.find((s) => s.startsWith('output_dir='));
-  if (outSet) value.output_dir = outSet.slice('output_dir='.length);
-  const p = validate<PipelineConfig>(PIPELINE_SCHEMA, value, locate);
+  const outSet = globalSets.filter((s) => s.startsWith('output_dir='));
+  const p = loadConfig<Infer<typeof PIPELINE_SCHEMA>>(file, PIPELINE_SCHEMA, outSet).config;
   const base = path.dirname(path.resolve(file));
   const configs: StageConfig[] = [];
   let previous: string | null = null;

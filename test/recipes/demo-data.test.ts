@@ -8,7 +8,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as zlib from 'zlib';
-import { pipelineStages } from '../../src/train/pipeline';
+import { pipelineStages } from '../../src/recipes/pipeline';
 import { sharedDir } from '../helpers/shared';
 
 const ROOT = path.resolve(__dirname, '../..');

@@ -8,8 +8,8 @@ import * as os from 'os';
 import * as path from 'path';
 import * as zlib from 'zlib';
 import { useBackend } from '../../src/backend';
-import { DemoResults, runDemo } from '../../src/eval/demo';
-import { pipelineStages } from '../../src/train/pipeline';
+import { DemoResults, runDemo } from '../../src/recipes/demo';
+import { pipelineStages } from '../../src/recipes/pipeline';
 import { disposeModel, hasHeads, loadModel } from '../../src/model/m3';
 import { runCli } from '../helpers/cli';
 

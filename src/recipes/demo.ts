@@ -13,18 +13,20 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { addHeads, disposeModel, hasHeads, loadModel, loadOrInitModel, M3Model } from '../model/m3';
-import { pipelineStages, runPipeline } from '../train/pipeline';
-import { StageConfig } from '../train/stage-config';
-import { readYamlConfig, applySets } from '../util/config-file';
+import { evaluateBeir, EvalResults, formatResultsTable } from '../eval/beir';
+import { checkEvalConfig, EVAL_SCHEMA, EvalConfig, evalOptions } from '../eval/config';
+import { BeirDataset, loadBeir } from '../eval/data';
+import { METRIC_NAMES, RetrievalMetrics } from '../eval/metrics';
+import { writeReport } from '../eval/report';
+import { FinetuneConfig } from '../finetune/config';
+import { unifiedHeadSpec } from '../finetune/runner';
+import { Mode } from '../model/scores';
+import { readFinished } from '../train/checkpoint';
+import { loadConfig } from '../util/config-file';
 import { UserError } from '../util/errors';
 import { writeFileAtomic } from '../util/fsx';
-import { validate } from '../util/schema';
-import { evaluateBeir, EvalResults, formatResultsTable } from './beir';
-import { checkEvalConfig, EVAL_SCHEMA, EvalConfig, evalOptions } from './config';
-import { BeirDataset, loadBeir } from './data';
-import { METRIC_NAMES, RetrievalMetrics } from './metrics';
-import { EvalMode } from './search';
-import { writeReport } from './report';
+import { pipelineStages, runPipeline } from './pipeline';
+import { StageConfig } from './stage-config';
 
 export interface DemoOptions {
   /** The pipeline YAML (configs/demo/pipeline.yaml). */
@@ -59,17 +61,12 @@ export interface DemoStage {
 export interface DemoResults {
   stages: DemoStage[];
   final_model: string;
-  eval: { data: string; split: string; queries: number; documents: number; modes: EvalMode[]; max_length: number; query_max_length: number | null };
+  eval: { data: string; split: string; queries: number; documents: number; modes: Mode[]; max_length: number; query_max_length: number | null };
   wall_s: number;
 }
 
 export function loadEvalConfig(file: string, sets: string[] = []): EvalConfig {
-  const { value, locate } = readYamlConfig(file);
-  applySets(value, sets);
-  const cfg = validate<EvalConfig>(EVAL_SCHEMA, value, (p) => {
-    const set = sets.find((s) => s.startsWith(p.join('.') + '='));
-    return set ? `--eval-set ${set.split('=')[0]}` : locate(p);
-  });
+  const cfg = loadConfig<EvalConfig>(file, EVAL_SCHEMA, sets, '--eval-set').config;
   if (!cfg.data) throw new UserError(`${file}: key 'data' is required (a BEIR folder to evaluate on)`);
   cfg.data = path.resolve(path.dirname(path.resolve(file)), cfg.data);
   checkEvalConfig(cfg, file);
@@ -78,9 +75,9 @@ export function loadEvalConfig(file: string, sets: string[] = []): EvalConfig {
 
 /** The heads added to a head-less model for evaluation: those the first unified stage starts with. */
 function headSpec(stages: StageConfig[]): { colbertDim: number; seed: number } {
-  const u = stages.find((s) => s.stage === 'unified');
-  const s = u ?? stages[stages.length - 1];
-  return { colbertDim: s.model.colbert_dim, seed: s.train.seed + 7 }; // the seed runFinetune gives addHeads
+  const s = stages.find((c): c is FinetuneConfig => c.stage === 'unified') ?? stages.find((c): c is FinetuneConfig => c.stage !== 'retromae');
+  if (!s) throw new UserError('demo: the pipeline has no pairs or unified stage to take evaluation heads from');
+  return unifiedHeadSpec(s);
 }
 
 interface Cached { key: string; results: EvalResults; eval_s: number; train_s: number | null }
@@ -88,7 +85,7 @@ interface Cached { key: string; results: EvalResults; eval_s: number; train_s: n
 const round = (x: number) => Math.round(x * 1e4) / 1e4;
 
 /** A stage × mode table of nDCG@10. */
-export function formatSummary(stages: DemoStage[], modes: readonly EvalMode[]): string {
+export function formatSummary(stages: DemoStage[], modes: readonly Mode[]): string {
   const width = Math.max(10, ...stages.map((s) => s.name.length + 1));
   const head = ['stage'.padEnd(width), ...modes.map((m) => m.padStart(13))].join(' ');
   const rows = stages.map((s) => [s.name.padEnd(width), ...modes.map((m) => (s.modes[m] ? s.modes[m]!['ndcg@10'].toFixed(4) : '—').padStart(13))].join(' '));
@@ -167,7 +164,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResults> {
       const trainS = run.result ? (performance.now() - stageStart) / 1000 : null;
       const dir = path.join(run.config.output_dir, 'final');
       if (run.result?.stoppedEarly) return;
-      const finished = JSON.parse(fs.readFileSync(path.join(run.config.output_dir, 'finished.json'), 'utf8'));
+      const finished = readFinished(run.config.output_dir);
       await evaluate(i + 1, run.name, dir, () => loadModel(dir, { requireTokenizer: true }), { model: dir, finished }, trainS, run.result === null);
       stageStart = performance.now();
     },

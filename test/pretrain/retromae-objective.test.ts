@@ -4,10 +4,11 @@
  * takes part gets a gradient on every backend (the goldens pin the numbers).
  */
 import * as tf from '@tensorflow/tfjs';
-import { retroMaeLoss, RetroMaeBatch } from '../../src/losses/retromae';
+import { RetroMaeBatch } from '../../src/model/retromae';
+import { retroMaeObjective } from '../../src/pretrain/retromae-step';
 import { parseConfig } from '../../src/model/config';
 import { Params } from '../../src/model/encoder';
-import { randomNormal, rng, testBackends } from './helpers';
+import { randomNormal, rng, testBackends } from '../losses/helpers';
 
 const cfg = parseConfig({
   model_type: 'xlm-roberta', vocab_size: 30, hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32,
@@ -93,7 +94,7 @@ test('loss = encoder + decoder; ignored labels do not count; BERT head names com
     tf.tidy(() => {
       const params = randomParams(90);
       const batch = randomBatch(91);
-      const out = retroMaeLoss(cfg, params, batch);
+      const out = retroMaeObjective(cfg, params, batch);
       const [loss, enc, dec] = [out.loss, out.encoderLoss, out.decoderLoss].map((t) => t.dataSync()[0]);
       expect(enc).toBeGreaterThan(0);
       expect(dec).toBeGreaterThan(0);
@@ -103,7 +104,7 @@ test('loss = encoder + decoder; ignored labels do not count; BERT head names com
       // Changing the id under an ignored label (the padding of row 1) changes nothing.
       const padded = { ...batch, decoderLabels: Int32Array.from(batch.decoderLabels) };
       padded.decoderLabels[15] = -100;
-      expect(retroMaeLoss(cfg, params, padded).decoderLoss.dataSync()[0]).toBeCloseTo(dec, 6);
+      expect(retroMaeObjective(cfg, params, padded).decoderLoss.dataSync()[0]).toBeCloseTo(dec, 6);
 
       const bert = new Map(params);
       const rename: Record<string, string> = {
@@ -115,7 +116,7 @@ test('loss = encoder + decoder; ignored labels do not count; BERT head names com
         bert.set(to, bert.get(from)!);
         bert.delete(from);
       }
-      expect(retroMaeLoss(cfg, bert, batch).loss.dataSync()[0]).toBeCloseTo(loss, 5);
+      expect(retroMaeObjective(cfg, bert, batch).loss.dataSync()[0]).toBeCloseTo(loss, 5);
     });
   }
 });
@@ -127,7 +128,7 @@ test('every parameter but the pooler gets a finite, non-zero gradient', async ()
       const params = randomParams(92);
       const batch = randomBatch(93);
       const names = [...params.keys()];
-      const grads = tf.grads((...vals: tf.Tensor[]) => retroMaeLoss(cfg, new Map(names.map((n, i) => [n, vals[i]])), batch).loss)(names.map((n) => params.get(n)!));
+      const grads = tf.grads((...vals: tf.Tensor[]) => retroMaeObjective(cfg, new Map(names.map((n, i) => [n, vals[i]])), batch).loss)(names.map((n) => params.get(n)!));
       grads.forEach((g, i) => {
         const v = g.dataSync();
         expect([names[i], Array.from(v).every(Number.isFinite)]).toEqual([names[i], true]);

@@ -4,7 +4,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { useBackend } from '../../src/backend';
 import { loadModel, hasHeads, disposeModel } from '../../src/model/m3';
-import { runPipeline } from '../../src/train/pipeline';
+import { runPipeline } from '../../src/recipes/pipeline';
 
 beforeAll(() => useBackend('wasm'));
 

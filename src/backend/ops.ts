@@ -5,6 +5,9 @@
  */
 import * as tf from '@tensorflow/tfjs';
 
+/** torch.finfo(float32).min: the additive mask value (HF) and the masked-logit fill (FlagEmbedding) of "never". */
+export const FLOAT32_MIN = -3.4028234663852886e38;
+
 export interface Ops {
   /** LayerNorm over the last axis, PyTorch semantics (biased variance). */
   layerNorm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: number): tf.Tensor;
@@ -14,7 +17,15 @@ export interface Ops {
   attention?(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, mask: tf.Tensor, scale: number): tf.Tensor;
   /** −log softmax(logits)[target] per row in one kernel; absent = composite. */
   softmaxCrossEntropy?(logits: tf.Tensor2D, targets: tf.Tensor1D): tf.Tensor1D;
+  /**
+   * One AdamW update in one kernel, the composite of src/train/adamw.ts op for op: returns the new
+   * [param, m, v], each written into its input's memory where nothing else shares it; absent = composite.
+   */
+  adamw?(param: tf.Tensor, m: tf.Tensor, v: tf.Tensor, grad: tf.Tensor, attrs: AdamWAttrs): [tf.Tensor, tf.Tensor, tf.Tensor];
 }
+
+/** One AdamW update's scalars: lr-scaled decay (0 for no-decay parameters) and the bias corrections. */
+export interface AdamWAttrs { beta1: number; beta2: number; lr: number; eps: number; decay: number; bc1: number; bc2Sqrt: number }
 
 export const compositeOps: Ops = {
   layerNorm(x, gamma, beta, eps) {

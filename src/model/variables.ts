@@ -1,0 +1,20 @@
+/**
+ * Moving parameters between TF.js variables and host tensors (what weight files and checkpoints hold).
+ * Every parameter variable is made through `ownedVariable`: tf.variable(t) alone leaves `t` holding a
+ * reference to the data, so the first assign() (every optimizer step) could never free the initial value.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { HostTensor } from './weights/types';
+
+/** A variable that alone owns the data `make()` returns (made inside a tidy, so `make`'s temporaries go too). */
+export const ownedVariable = (make: () => tf.Tensor, trainable = true): tf.Variable => tf.tidy(() => tf.variable(make(), trainable));
+
+/** A device tensor of a host tensor's values. */
+export const fromHost = (t: HostTensor): tf.Tensor => tf.tensor(t.data, t.shape, t.dtype);
+
+/** A host copy of a tensor (float32, or int32 for int32 tensors). */
+export function toHost(t: tf.Tensor): HostTensor {
+  return t.dtype === 'int32'
+    ? { dtype: 'int32', shape: t.shape.slice(), data: t.dataSync() as Int32Array }
+    : { dtype: 'float32', shape: t.shape.slice(), data: t.dataSync() as Float32Array };
+}

@@ -65,7 +65,8 @@ export function parseRange(spec: string): [number, number] {
 export function readTrainingJsonl(file: string): TrainingExample[] {
   const out: TrainingExample[] = [];
   for (const { value, where } of jsonObjects(file, readTextFile(file, 'input file'))) {
-    const r = recordOf(value, 'pairs');
+    // teacher scores are not mining's business (hn_mine passes them through; `neg_scores` go with `neg`)
+    const r = recordOf({ ...value, pos_scores: undefined, neg_scores: undefined }, 'pairs');
     if (isInvalidRecord(r)) throw new UserError(describeInvalid(where, r));
     out.push({ value, query: r.query, pos: r.pos, neg: r.neg });
   }

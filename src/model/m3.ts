@@ -8,7 +8,8 @@ import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../util/errors';
 import { recoverDir } from '../util/fsx';
-import { EncoderConfig, readConfig } from './config';
+import { EncoderConfig, parseConfig, readConfig } from './config';
+import { CONFIG_OVERRIDES, ConfigOverrides } from './schema';
 import { Params } from './encoder';
 import { loadTokenizer, Tokenizer } from './tokenizer';
 import { readModelWeights, writeModelDir } from './weights/modeldir';
@@ -180,12 +181,26 @@ export function applyFreezing(m: M3Model, o: { fixEncoder?: boolean; fixPosition
   }
 }
 
-/** A stage's starting model: a model dir (`init`), or a fresh one from an HF config.json plus a tokenizer. */
-export function loadOrInitModel(o: { init?: string; config?: string; tokenizer?: string }, seed: number, where: string): M3Model {
-  if (o.init) return loadModel(o.init, { tokenizer: o.tokenizer, requireTokenizer: true });
+/** The config with a stage's config.json overrides applied (`raw` records them, so the saved model does). */
+export function withOverrides(cfg: EncoderConfig, o: ConfigOverrides, where: string): EncoderConfig {
+  const raw = { ...cfg.raw };
+  for (const k of CONFIG_OVERRIDES) if (o[k] !== undefined) raw[k] = o[k];
+  return parseConfig(raw, where);
+}
+
+/**
+ * A stage's starting model: a model dir (`init`), or a fresh one from an HF config.json plus a tokenizer;
+ * either way with the stage's config.json overrides.
+ */
+export function loadOrInitModel(o: { init?: string; config?: string; tokenizer?: string } & ConfigOverrides, seed: number, where: string): M3Model {
+  if (o.init) {
+    const m = loadModel(o.init, { tokenizer: o.tokenizer, requireTokenizer: true });
+    m.config = withOverrides(m.config, o, `${where}: model`);
+    return m;
+  }
   if (!o.config) throw new UserError(`${where}: key 'model.init' or 'model.config' is required (a model dir to start from, or an HF config.json to start from scratch)`);
   if (!o.tokenizer) throw new UserError(`${where}: key 'model.tokenizer' is required with 'model.config' (a fresh model needs a tokenizer)`);
-  const config = readConfig(path.dirname(o.config), path.basename(o.config));
+  const config = withOverrides(readConfig(path.dirname(o.config), path.basename(o.config)), o, `${where}: model`);
   const tokenizer = loadTokenizer(o.tokenizer);
   if (tokenizer.vocabSize > config.vocabSize) throw new UserError(`${o.tokenizer}: tokenizer has ${tokenizer.vocabSize} tokens but ${o.config} says vocab_size ${config.vocabSize}`);
   const m = initModel(config, { seed, tokenizer });

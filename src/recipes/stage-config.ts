@@ -28,6 +28,7 @@ export const SETTING_RULES: { key: string; inert: (c: StageConfig) => string | n
   { key: 'train.warmup_ratio', inert: (c) => (c.train.warmup_steps > 0 ? 'train.warmup_steps > 0 sets the warmup' : null) },
   { key: 'train.epochs', inert: (c) => (c.train.max_steps > 0 ? 'train.max_steps > 0 sets the length of the run' : null) },
   { key: 'model.config', inert: (c) => (c.model.init ? 'model.init is set (config.json comes from that dir)' : null) },
+  { key: 'model.initializer_range', inert: (c) => (c.model.init && c.stage !== 'retromae' ? 'model.init is set and this stage initialises no weights from it' : null) },
   ...['ensemble_weights', 'loss_weights', 'use_self_distill', 'self_distill_start_step'].map((k) => ({
     key: `loss.${k}`, inert: (c: StageConfig) => (c.stage !== 'retromae' && !c.loss.unified_finetuning ? 'loss.unified_finetuning is false (dense loss only)' : null),
   })),

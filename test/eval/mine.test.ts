@@ -127,7 +127,7 @@ test("m3 mine reads training JSONL as m3 data prepare does: the old 'positive' k
   const [ex] = readTrainingJsonl(input);
   expect([ex.query, ex.pos, ex.neg]).toEqual(['a', ['b', 'c'], []]);
   fs.writeFileSync(input, `${JSON.stringify({ query: 'a', pos: ['b'], neg: [3] })}\n`);
-  expect(() => readTrainingJsonl(input)).toThrow(`${input}:1: neg[0]: expected a string, got number`);
+  expect(() => readTrainingJsonl(input)).toThrow(`${input}:1: neg[0]: expected a string, got a number`);
 });
 
 test('range parsing', () => {

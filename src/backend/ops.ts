@@ -17,6 +17,8 @@ export interface Ops {
   attention?(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, mask: tf.Tensor, scale: number): tf.Tensor;
   /** −log softmax(logits)[target] per row in one kernel; absent = composite. */
   softmaxCrossEntropy?(logits: tf.Tensor2D, targets: tf.Tensor1D): tf.Tensor1D;
+  /** −log softmax(x·Wᵀ + b)[target] per row (targets in range), the logits never kept; absent = composite. */
+  linearCrossEntropy?(x: tf.Tensor2D, weight: tf.Tensor2D, bias: tf.Tensor1D, targets: tf.Tensor1D): tf.Tensor1D;
   /**
    * One AdamW update in one kernel, the composite of src/train/adamw.ts op for op: returns the new
    * [param, m, v], each written into its input's memory where nothing else shares it; absent = composite.
@@ -39,6 +41,16 @@ export const compositeOps: Ops = {
     return tf.tidy(() => tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1)));
   },
 };
+
+/** The composite of `linearCrossEntropy`: logits, log-softmax, the target entries (a flat gather, no one-hot). */
+export function compositeLinearCrossEntropy(x: tf.Tensor2D, weight: tf.Tensor2D, bias: tf.Tensor1D, targets: tf.Tensor1D): tf.Tensor1D {
+  return tf.tidy(() => {
+    const logp = tf.logSoftmax(tf.add(tf.matMul(x, weight, false, true), bias));
+    const [n, v] = logp.shape;
+    const flat = tf.add(tf.mul(tf.range(0, n, 1, 'int32'), tf.scalar(v, 'int32')), targets);
+    return tf.neg(tf.gather(tf.reshape(logp, [n * v]), flat)) as tf.Tensor1D;
+  });
+}
 
 let fused: Ops = compositeOps;
 let fusedBackend: string | null = null;

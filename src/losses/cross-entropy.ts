@@ -49,3 +49,17 @@ export function crossEntropy(logits: tf.Tensor2D, targets: Int32Array | number[]
     return tf.mean(crossEntropyPerRow(rows, kept.map((i) => targets[i]))) as tf.Scalar;
   });
 }
+
+/**
+ * Mean cross-entropy of the logits of a linear output layer, x·Wᵀ + b (x [N, d], W [V, d], b [V]), against
+ * in-range targets. The backend's fused kernel computes it without keeping the [N, V] logits (torch).
+ */
+export function linearCrossEntropy(x: tf.Tensor2D, weight: tf.Tensor2D, bias: tf.Tensor1D, targets: Int32Array | number[]): tf.Scalar {
+  const fused = ops().linearCrossEntropy;
+  return tf.tidy(() => {
+    if (!fused) return tf.mean(crossEntropyPerRow(tf.add(tf.matMul(x, weight, false, true), bias) as tf.Tensor2D, targets)) as tf.Scalar;
+    const v = weight.shape[0];
+    for (const t of targets) if (!(t >= 0 && t < v)) throw new Error(`crossEntropy: target ${t} is outside 0..${v - 1}`);
+    return tf.mean(fused(x, weight, bias, tf.tensor1d(Int32Array.from(targets), 'int32'))) as tf.Scalar;
+  });
+}

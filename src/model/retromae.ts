@@ -13,6 +13,7 @@ import { attentionBlock, Dropout, embeddings, encoderForward, ffnBlock, param, P
 import { TokenBatch } from '../util/token-batch';
 import { fromHost, ownedVariable, toHost } from './variables';
 import { TensorMap } from './weights/types';
+import type { MlmHead } from '../losses/retromae';
 
 export const DECODER_FILE = 'retromae_decoder.safetensors';
 
@@ -116,28 +117,24 @@ export interface RetroMaeHidden {
 const DECODER_SEED_OFFSET = 1_000_003;
 
 /**
- * MLM logits [N, V] for hidden rows [N, d]: RoBERTa `lm_head` (dense → exact GELU → layer_norm → tied
- * decoder + bias) when its parameters exist, else BERT `cls.predictions` (transform with the config's
- * activation, LayerNorm, tied decoder + bias). The output matrix is the word embedding table.
+ * The MLM head: RoBERTa `lm_head` (dense → exact GELU → layer_norm) when its parameters exist, else BERT
+ * `cls.predictions` (transform with the config's activation, LayerNorm); then the decoder, tied to the word
+ * embedding table, plus the head's bias. Logits = head(h)·Eᵀ + b.
  */
-export function mlmLogits(cfg: EncoderConfig, params: Params, hidden: tf.Tensor2D, prefix = encoderPrefix(cfg)): tf.Tensor2D {
-  return tf.tidy(() => {
-    const words = param(params, prefix + 'embeddings.word_embeddings.weight');
-    let y: tf.Tensor;
-    let bias: tf.Tensor;
-    if (params.has('lm_head.dense.weight')) {
-      y = ops().gelu(linear(hidden, param(params, 'lm_head.dense.weight'), param(params, 'lm_head.dense.bias')));
-      y = ops().layerNorm(y, param(params, 'lm_head.layer_norm.weight'), param(params, 'lm_head.layer_norm.bias'), cfg.layerNormEps);
-      bias = param(params, 'lm_head.bias');
-    } else {
-      const t = 'cls.predictions.transform.';
-      const pre = linear(hidden, param(params, t + 'dense.weight'), param(params, t + 'dense.bias'));
-      y = cfg.activation === 'gelu' ? ops().gelu(pre) : cfg.activation === 'gelu_tanh' ? geluTanh(pre) : tf.relu(pre);
-      y = ops().layerNorm(y, param(params, t + 'LayerNorm.weight'), param(params, t + 'LayerNorm.bias'), cfg.layerNormEps);
-      bias = param(params, 'cls.predictions.bias');
-    }
-    return tf.add(tf.matMul(y as tf.Tensor2D, words as tf.Tensor2D, false, true), bias) as tf.Tensor2D;
+export function mlmHead(cfg: EncoderConfig, params: Params, prefix = encoderPrefix(cfg)): MlmHead {
+  const roberta = params.has('lm_head.dense.weight');
+  const t = roberta ? 'lm_head.' : 'cls.predictions.transform.';
+  const norm = roberta ? 'layer_norm' : 'LayerNorm';
+  const transform = (rows: tf.Tensor2D): tf.Tensor2D => tf.tidy(() => {
+    const pre = linear(rows, param(params, t + 'dense.weight'), param(params, t + 'dense.bias'));
+    const y = roberta || cfg.activation === 'gelu' ? ops().gelu(pre) : cfg.activation === 'gelu_tanh' ? geluTanh(pre) : tf.relu(pre);
+    return ops().layerNorm(y, param(params, `${t}${norm}.weight`), param(params, `${t}${norm}.bias`), cfg.layerNormEps) as tf.Tensor2D;
   });
+  return {
+    transform,
+    weight: param(params, prefix + 'embeddings.word_embeddings.weight') as tf.Tensor2D,
+    bias: param(params, roberta ? 'lm_head.bias' : 'cls.predictions.bias') as tf.Tensor1D,
+  };
 }
 
 /**

@@ -216,45 +216,10 @@ function configTokenString(v: unknown): string | null {
 }
 
 function buildTokenizer(def: Json, config: Json, source: string): Tokenizer {
-  const added: AddedTokenDef[] = (def.added_tokens ?? []).map(normAddedToken);
-  def.added_tokens = added;
-  for (const key of ['normalizer', 'pre_tokenizer', 'post_processor', 'decoder']) if (!(key in def)) def[key] = null;
-  // Only the settings that change tokenization go to the library: token ids in tokenizer_config.json
-  // (added_tokens_decoder) are sometimes wrong, and tokenizer.json is the authority.
-  const libConfig: Json = {};
-  for (const k of CONFIG_NORMALISATION_KEYS) if (config[k] !== undefined) libConfig[k] = config[k];
-  let hf: HfTokenizer;
-  try {
-    hf = new HfTokenizer(def, libConfig);
-  } catch (e) {
-    throw new UserError(`${source}: cannot build the tokenizer (${(e as Error).message})`);
-  }
+  const added = normaliseDefinition(def);
+  const hf = libraryTokenizer(def, config, source);
   const tokens = tokenList(def);
-  const idOf = new Map<string, number>();
-  tokens.forEach((t, i) => {
-    if (t !== undefined && !idOf.has(t)) idOf.set(t, i);
-  });
-  for (const t of added) idOf.set(t.content, t.id);
-
-  const ids = {} as Record<SpecialRole, number>;
-  const names = {} as Record<SpecialRole, string | null>;
-  for (const role of ROLES) {
-    const fromConfig = configTokenString(config[`${role}_token`]);
-    const candidates = [...(fromConfig ? [fromConfig] : []), ...SPECIAL_NAMES[role]];
-    let found: string | null = null;
-    for (const c of candidates) {
-      if (idOf.has(c)) {
-        found = c;
-        break;
-      }
-    }
-    if (!found && role === 'unk') {
-      const u = def.model.unk_token ?? (typeof def.model.unk_id === 'number' ? tokens[def.model.unk_id] : undefined);
-      if (typeof u === 'string' && idOf.has(u)) found = u;
-    }
-    names[role] = found;
-    ids[role] = found === null ? -1 : idOf.get(found)!;
-  }
+  const { ids, names } = findSpecialTokens(def, config, tokens, added);
   const specialSet = new Set<number>(added.filter((t) => t.special).map((t) => t.id));
   for (const role of ROLES) if (ids[role] >= 0) specialSet.add(ids[role]);
   const specialIds = [...specialSet].sort((a, b) => a - b);
@@ -288,24 +253,6 @@ function buildTokenizer(def: Json, config: Json, source: string): Tokenizer {
     return t;
   };
 
-  const save = (dir: string): void => {
-    fs.mkdirSync(dir, { recursive: true });
-    writeFileAtomic(path.join(dir, 'tokenizer.json'), JSON.stringify(def, null, 2) + '\n');
-    const specialMap: Json = {};
-    for (const role of ROLES) if (names[role] !== null) specialMap[`${role}_token`] = names[role];
-    const { added_tokens_decoder: _dropped, ...restConfig } = config;
-    void _dropped;
-    const outConfig: Json = { ...restConfig, ...specialMap };
-    if (def.model.type === 'WordPiece' && def.normalizer?.type === 'BertNormalizer') outConfig.do_lower_case = !!def.normalizer.lowercase;
-    writeFileAtomic(path.join(dir, 'tokenizer_config.json'), JSON.stringify(outConfig, null, 2) + '\n');
-    writeFileAtomic(path.join(dir, 'special_tokens_map.json'), JSON.stringify(specialMap, null, 2) + '\n');
-    if (def.model.type === 'WordPiece') {
-      const lines: string[] = [];
-      for (let i = 0; i < vocabSize; i++) lines.push(tokens[i] ?? `[unused_${i}]`);
-      writeFileAtomic(path.join(dir, 'vocab.txt'), lines.join('\n') + '\n');
-    }
-  };
-
   return {
     fingerprint,
     vocabSize,
@@ -320,8 +267,94 @@ function buildTokenizer(def: Json, config: Json, source: string): Tokenizer {
     encode,
     encodeBatch,
     idToToken,
-    save,
+    save: (dir: string) => saveTokenizer(dir, def, config, names, tokens),
   };
+}
+
+/**
+ * Puts `def` in the one shape the library, the fingerprint and save() all see: added tokens with every
+ * flag explicit, and the optional pipeline stages present (null when absent). Returns the added tokens.
+ */
+function normaliseDefinition(def: Json): AddedTokenDef[] {
+  const added: AddedTokenDef[] = (def.added_tokens ?? []).map(normAddedToken);
+  def.added_tokens = added;
+  for (const key of ['normalizer', 'pre_tokenizer', 'post_processor', 'decoder']) if (!(key in def)) def[key] = null;
+  return added;
+}
+
+/**
+ * The @huggingface/tokenizers instance that runs the sub-word model. Only the settings that change
+ * tokenization go to the library: token ids in tokenizer_config.json (added_tokens_decoder) are
+ * sometimes wrong, and tokenizer.json is the authority.
+ */
+function libraryTokenizer(def: Json, config: Json, source: string): HfTokenizer {
+  const libConfig: Json = {};
+  for (const k of CONFIG_NORMALISATION_KEYS) if (config[k] !== undefined) libConfig[k] = config[k];
+  try {
+    return new HfTokenizer(def, libConfig);
+  } catch (e) {
+    throw new UserError(`${source}: cannot build the tokenizer (${(e as Error).message})`);
+  }
+}
+
+interface SpecialTokens {
+  ids: Record<SpecialRole, number>;
+  names: Record<SpecialRole, string | null>;
+}
+
+/**
+ * Each special role's token and id (-1 when the vocabulary has none): the name tokenizer_config.json
+ * gives first, then the BERT and sentencepiece spellings, and for unk the model's own unk_token/unk_id.
+ */
+function findSpecialTokens(def: Json, config: Json, tokens: string[], added: AddedTokenDef[]): SpecialTokens {
+  const idOf = new Map<string, number>();
+  tokens.forEach((t, i) => {
+    if (t !== undefined && !idOf.has(t)) idOf.set(t, i);
+  });
+  for (const t of added) idOf.set(t.content, t.id);
+  const ids = {} as Record<SpecialRole, number>;
+  const names = {} as Record<SpecialRole, string | null>;
+  for (const role of ROLES) {
+    const fromConfig = configTokenString(config[`${role}_token`]);
+    const candidates = [...(fromConfig ? [fromConfig] : []), ...SPECIAL_NAMES[role]];
+    let found: string | null = null;
+    for (const c of candidates) {
+      if (idOf.has(c)) {
+        found = c;
+        break;
+      }
+    }
+    if (!found && role === 'unk') {
+      const u = def.model.unk_token ?? (typeof def.model.unk_id === 'number' ? tokens[def.model.unk_id] : undefined);
+      if (typeof u === 'string' && idOf.has(u)) found = u;
+    }
+    names[role] = found;
+    ids[role] = found === null ? -1 : idOf.get(found)!;
+  }
+  return { ids, names };
+}
+
+/**
+ * Writes the HF files transformers and FlagEmbedding load: tokenizer.json as normalised, the config
+ * without added_tokens_decoder (its ids can be wrong) plus the special tokens we resolved, and vocab.txt
+ * for WordPiece (holes become [unused_i] so line numbers stay ids).
+ */
+function saveTokenizer(dir: string, def: Json, config: Json, names: Record<SpecialRole, string | null>, tokens: string[]): void {
+  fs.mkdirSync(dir, { recursive: true });
+  writeFileAtomic(path.join(dir, 'tokenizer.json'), JSON.stringify(def, null, 2) + '\n');
+  const specialMap: Json = {};
+  for (const role of ROLES) if (names[role] !== null) specialMap[`${role}_token`] = names[role];
+  const { added_tokens_decoder: _dropped, ...restConfig } = config;
+  void _dropped;
+  const outConfig: Json = { ...restConfig, ...specialMap };
+  if (def.model.type === 'WordPiece' && def.normalizer?.type === 'BertNormalizer') outConfig.do_lower_case = !!def.normalizer.lowercase;
+  writeFileAtomic(path.join(dir, 'tokenizer_config.json'), JSON.stringify(outConfig, null, 2) + '\n');
+  writeFileAtomic(path.join(dir, 'special_tokens_map.json'), JSON.stringify(specialMap, null, 2) + '\n');
+  if (def.model.type === 'WordPiece') {
+    const lines: string[] = [];
+    for (let i = 0; i < tokens.length; i++) lines.push(tokens[i] ?? `[unused_${i}]`);
+    writeFileAtomic(path.join(dir, 'vocab.txt'), lines.join('\n') + '\n');
+  }
 }
 
 /** Right-pads id sequences to the longest (rounded up to a multiple), with a 0/1 attention mask. */

@@ -8,7 +8,7 @@ import { retroMaeLoss, RetroMaeLoss } from '../losses/retromae';
 import { EncoderConfig } from '../model/config';
 import { Params } from '../model/encoder';
 import { TokenBatch } from '../util/token-batch';
-import { encoderPrefix, mlmLogits, RetroMaeBatch, retroMaeForward, RetroMaeForwardOptions } from '../model/retromae';
+import { encoderPrefix, mlmHead, RetroMaeBatch, retroMaeForward, RetroMaeForwardOptions } from '../model/retromae';
 import { Tokenizer } from '../model/tokenizer';
 import { createRng, deriveSeed } from '../util/rng';
 import { IGNORE, RetroMaeMasking, retroMaeExample } from './masking';
@@ -47,7 +47,7 @@ export function retroMaeObjective(
   return tf.tidy(() => {
     const hidden = retroMaeForward(cfg, params, batch, opts);
     const prefix = opts.encoderPrefix ?? encoderPrefix(cfg);
-    const loss = retroMaeLoss(hidden.encoder, batch.encoderLabels, hidden.decoder, batch.decoderLabels, (rows) => mlmLogits(cfg, params, rows, prefix));
+    const loss = retroMaeLoss(hidden.encoder, batch.encoderLabels, hidden.decoder, batch.decoderLabels, mlmHead(cfg, params, prefix));
     return { ...loss, sentenceEmbedding: hidden.sentenceEmbedding };
   });
 }

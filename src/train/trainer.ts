@@ -11,7 +11,7 @@ import { UserError } from '../util/errors';
 import { ensureWritableDir } from '../util/fsx';
 import { Progress } from '../util/progress';
 import { deriveSeed } from '../util/rng';
-import { adamwStep, clipGradNorm, createAdamW, disposeAdamW, exportAdamW, importAdamW } from './adamw';
+import { AdamW, adamwStep, clipGradNorm, createAdamW, disposeAdamW, exportAdamW, importAdamW } from './adamw';
 import { appendMetrics, isFinished, listCheckpoints, loadCheckpoint, markFinished, saveCheckpoint, truncateMetrics } from './checkpoint';
 import { TrainConfig } from './config';
 import { lrAt, warmupSteps } from './schedule';
@@ -70,113 +70,189 @@ export async function runTraining<B>(stage: Stage<B>, cfg: TrainConfig, opts: Ru
     return { steps: 0, finalDir, stoppedEarly: false, alreadyFinished: true };
   }
   ensureWritableDir(out);
+  const { total, warmup } = planSteps(stage, cfg);
+  const opt = createAdamW({ lr: cfg.learning_rate, betas: [cfg.adam_beta1, cfg.adam_beta2], eps: cfg.adam_epsilon, weightDecay: cfg.weight_decay });
+  const state = resumeOrStartFresh(stage, opt, out, opts.resume, total);
+  const stop = watchStopSignals(stage.name);
+  const progress = new Progress(stage.name, total, 'step');
+  progress.update(state.step);
+  const run: Run<B> = { stage, cfg, out, opt, total, warmup, progress };
+  let stepsThisRun = 0;
+  try {
+    while (state.step < total) {
+      await trainStep(run, state);
+      stepsThisRun += 1;
+      if (cfg.save_steps > 0 && state.step % cfg.save_steps === 0) await checkpoint(run, state);
+      if (stop.requested() || (opts.stopAfter !== undefined && stepsThisRun >= opts.stopAfter)) {
+        await checkpoint(run, state);
+        progress.done();
+        if (stop.requested()) process.stderr.write(`${stage.name}: stopped at step ${state.step}; continue with the same command and --resume\n`);
+        return { steps: state.step, finalDir, stoppedEarly: true };
+      }
+    }
+    progress.done();
+    await checkpoint(run, state);
+    await stage.saveFinal(finalDir);
+    markFinished(out, { stage: stage.name, steps: state.step, final: finalDir });
+    return { steps: state.step, finalDir, stoppedEarly: false };
+  } finally {
+    stop.remove();
+    disposeAdamW(opt);
+  }
+}
+
+/** What stays fixed for the whole run; the parts of the loop below share it. */
+interface Run<B> {
+  stage: Stage<B>;
+  cfg: TrainConfig;
+  out: string;
+  opt: AdamW;
+  total: number;
+  warmup: number;
+  progress: Progress;
+}
+
+/** Where the loop is: exactly what a checkpoint records besides weights, optimizer and data position. */
+interface LoopState {
+  step: number;
+  micro: number;
+  /** Best evaluation score so far (−∞ before the first). */
+  best: number;
+  /** The step of the newest checkpoint on disk, −1 for none: a step is never saved twice. */
+  lastSaved: number;
+}
+
+/** The run's length in optimizer steps (max_steps, else epochs × batches / grad_accum) and its warmup. */
+function planSteps<B>(stage: Stage<B>, cfg: TrainConfig): { total: number; warmup: number } {
   const perEpoch = stage.batchesPerEpoch();
   if (perEpoch <= 0) throw new UserError(`${stage.name}: the training data yields no batch (too few rows for the batch size?)`);
   const stepsPerEpoch = Math.max(1, Math.floor(perEpoch / cfg.grad_accum));
   const total = cfg.max_steps > 0 ? cfg.max_steps : Math.max(1, Math.ceil(cfg.epochs * stepsPerEpoch));
-  const warmup = warmupSteps(total, cfg.warmup_ratio, cfg.warmup_steps);
-  const opt = createAdamW({ lr: cfg.learning_rate, betas: [cfg.adam_beta1, cfg.adam_beta2], eps: cfg.adam_epsilon, weightDecay: cfg.weight_decay });
+  return { total, warmup: warmupSteps(total, cfg.warmup_ratio, cfg.warmup_steps) };
+}
 
-  let step = 0;
-  let micro = 0;
-  let best = -Infinity;
-  const ckpts = opts.resume ? listCheckpoints(out) : [];
-  if (ckpts.length) {
-    const ck = loadCheckpoint(ckpts[ckpts.length - 1].dir);
-    loadWeights(stage.params, ck.weights, ck.dir);
-    importAdamW(opt, ck.state.step, ck.optimizer);
-    step = ck.state.step;
-    micro = ck.state.microStep;
-    best = (ck.state.extra?.best as number | undefined) ?? -Infinity;
-    stage.seek(ck.state.dataPosition as { epoch: number; batch: number });
-    truncateMetrics(out, step);
-    process.stderr.write(`${stage.name}: resuming from ${ck.dir} (step ${step} of ${total})\n`);
-  } else {
-    if (opts.resume) process.stderr.write(`${stage.name}: no checkpoint in ${out}; starting fresh\n`);
+/**
+ * Exact resume: weights, optimizer moments, counters, best score and data position come back from the
+ * newest checkpoint, and metrics logged after it are dropped. A fresh run starts with empty metrics.
+ */
+function resumeOrStartFresh<B>(stage: Stage<B>, opt: AdamW, out: string, resume: boolean | undefined, total: number): LoopState {
+  const ckpts = resume ? listCheckpoints(out) : [];
+  if (!ckpts.length) {
+    if (resume) process.stderr.write(`${stage.name}: no checkpoint in ${out}; starting fresh\n`);
     fs.rmSync(path.join(out, 'metrics.jsonl'), { force: true });
+    return { step: 0, micro: 0, best: -Infinity, lastSaved: -1 };
   }
+  const ck = loadCheckpoint(ckpts[ckpts.length - 1].dir);
+  loadWeights(stage.params, ck.weights, ck.dir);
+  importAdamW(opt, ck.state.step, ck.optimizer);
+  const step = ck.state.step;
+  const state: LoopState = { step, micro: ck.state.microStep, best: (ck.state.extra?.best as number | undefined) ?? -Infinity, lastSaved: step };
+  stage.seek(ck.state.dataPosition as { epoch: number; batch: number });
+  truncateMetrics(out, step);
+  process.stderr.write(`${stage.name}: resuming from ${ck.dir} (step ${step} of ${total})\n`);
+  return state;
+}
 
+/** SIGINT/SIGTERM let the current step finish and checkpoint instead of killing the process mid-write. */
+function watchStopSignals(name: string): { requested: () => boolean; remove: () => void } {
   let stopRequested = false;
   const onSignal = (sig: string) => {
     if (stopRequested) return;
     stopRequested = true;
-    process.stderr.write(`\n${stage.name}: ${sig} received; finishing the current step and writing a checkpoint\n`);
+    process.stderr.write(`\n${name}: ${sig} received; finishing the current step and writing a checkpoint\n`);
   };
   const sigint = () => onSignal('SIGINT');
   const sigterm = () => onSignal('SIGTERM');
   process.on('SIGINT', sigint);
   process.on('SIGTERM', sigterm);
-
-  const progress = new Progress(stage.name, total, 'step');
-  progress.update(step);
-  let lastSaved = ckpts.length ? step : -1;
-  let stepsThisRun = 0;
-  const save = async () => {
-    if (lastSaved === step) return;
-    const adam = exportAdamW(opt);
-    await saveCheckpoint(out, { step, microStep: micro, dataPosition: stage.position(), extra: { best } }, exportParams(stage.params), adam.tensors, cfg.save_total_limit);
-    lastSaved = step;
+  return {
+    requested: () => stopRequested,
+    remove: () => {
+      process.off('SIGINT', sigint);
+      process.off('SIGTERM', sigterm);
+    },
   };
-  try {
-    while (step < total) {
-      const t0 = performance.now();
-      let tokens = 0;
-      let lossSum = 0;
-      const partSums: Record<string, number> = {};
-      let acc: Map<string, tf.Tensor> | null = null;
-      for (let a = 0; a < cfg.grad_accum; a++) {
-        const batch = await stage.next();
-        const r = stage.micro(batch, { step, micro, seed: deriveSeed(cfg.seed, step, micro) });
-        micro += 1;
-        tokens += r.tokens;
-        const scale = 1 / cfg.grad_accum;
-        lossSum += (await r.loss.data())[0] * scale;
-        for (const [k, v] of Object.entries(r.parts ?? {})) partSums[k] = (partSums[k] ?? 0) + (await v.data())[0] * scale;
-        tf.dispose([r.loss, ...Object.values(r.parts ?? {})]);
-        acc = accumulate(acc, r.grads, scale);
-      }
-      const { norm, grads } = clipGradNorm(acc!, cfg.max_grad_norm);
-      if (!Number.isFinite(lossSum) || !Number.isFinite(norm)) {
-        tf.dispose([...acc!.values(), ...(grads === acc ? [] : grads.values())]);
-        const good = listCheckpoints(out).pop();
-        throw new UserError(`${stage.name}: non-finite ${Number.isFinite(lossSum) ? 'gradient norm' : 'loss'} at step ${step + 1}; stopped without applying it. ` +
-          (good ? `Last good checkpoint: ${good.dir} (resume with --resume)` : 'No checkpoint was written yet.'));
-      }
-      const lr = lrAt(cfg.schedule, cfg.learning_rate, step, warmup, total);
-      adamwStep(opt, stage.params, grads, lr);
-      if (grads !== acc) tf.dispose([...grads.values()]);
-      tf.dispose([...acc!.values()]);
-      step += 1;
-      stepsThisRun += 1;
-      const secs = (performance.now() - t0) / 1000;
-      const row: Record<string, unknown> = { stage: stage.name, step, epoch: stage.position().epoch, loss: lossSum, lr, grad_norm: norm, tokens_per_s: tokens / secs, step_s: secs, ...partSums };
-      if (step % Math.max(1, cfg.log_steps) === 0 || step === total) appendMetrics(out, row);
-      progress.update(step, `loss ${lossSum.toFixed(4)} lr ${lr.toExponential(2)} ${Math.round(tokens / secs)} tok/s`);
-      const ev = stage.evaluate ? await stage.evaluate(step, total) : null;
-      if (ev) {
-        appendMetrics(out, { stage: stage.name, step, ...ev.metrics });
-        if (ev.score > best) {
-          best = ev.score;
-          await stage.saveFinal(path.join(out, 'best'));
-        }
-      }
-      if (cfg.save_steps > 0 && step % cfg.save_steps === 0) await save();
-      if (stopRequested || (opts.stopAfter !== undefined && stepsThisRun >= opts.stopAfter)) {
-        await save();
-        progress.done();
-        if (stopRequested) process.stderr.write(`${stage.name}: stopped at step ${step}; continue with the same command and --resume\n`);
-        return { steps: step, finalDir, stoppedEarly: true };
-      }
-    }
-    progress.done();
-    await save();
-    await stage.saveFinal(finalDir);
-    markFinished(out, { stage: stage.name, steps: step, final: finalDir });
-    return { steps: step, finalDir, stoppedEarly: false };
-  } finally {
-    process.off('SIGINT', sigint);
-    process.off('SIGTERM', sigterm);
-    disposeAdamW(opt);
+}
+
+/** Saves a checkpoint of the current step unless one exists (a stop right after a periodic save, the final save). */
+async function checkpoint<B>(run: Run<B>, state: LoopState): Promise<void> {
+  if (state.lastSaved === state.step) return;
+  const { stage } = run;
+  const adam = exportAdamW(run.opt);
+  await saveCheckpoint(run.out, { step: state.step, microStep: state.micro, dataPosition: stage.position(), extra: { best: state.best } }, exportParams(stage.params), adam.tensors, run.cfg.save_total_limit);
+  state.lastSaved = state.step;
+}
+
+/** One optimizer step: accumulate, clip, refuse non-finite, update, log, then the stage's evaluation if due. */
+async function trainStep<B>(run: Run<B>, state: LoopState): Promise<void> {
+  const { stage, cfg } = run;
+  const t0 = performance.now();
+  const sum = await accumulateMicroBatches(stage, cfg, state);
+  const { norm, grads } = clipGradNorm(sum.grads, cfg.max_grad_norm);
+  refuseNonFinite(run, state.step, sum, norm, grads);
+  const lr = lrAt(cfg.schedule, cfg.learning_rate, state.step, run.warmup, run.total);
+  adamwStep(run.opt, stage.params, grads, lr);
+  if (grads !== sum.grads) tf.dispose([...grads.values()]);
+  tf.dispose([...sum.grads.values()]);
+  state.step += 1;
+  logStep(run, state.step, sum, lr, norm, (performance.now() - t0) / 1000);
+  await evaluateAndKeepBest(run, state);
+}
+
+/** One step's gradients and loss, each micro-batch scaled by 1/grad_accum so they average. */
+interface StepSum {
+  grads: Map<string, tf.Tensor>;
+  loss: number;
+  parts: Record<string, number>;
+  tokens: number;
+}
+
+/** Runs grad_accum micro-batches; each gets its own seed from (seed, step, micro), so resume replays them exactly. */
+async function accumulateMicroBatches<B>(stage: Stage<B>, cfg: TrainConfig, state: LoopState): Promise<StepSum> {
+  let tokens = 0;
+  let loss = 0;
+  const parts: Record<string, number> = {};
+  let acc: Map<string, tf.Tensor> | null = null;
+  for (let a = 0; a < cfg.grad_accum; a++) {
+    const batch = await stage.next();
+    const r = stage.micro(batch, { step: state.step, micro: state.micro, seed: deriveSeed(cfg.seed, state.step, state.micro) });
+    state.micro += 1;
+    tokens += r.tokens;
+    const scale = 1 / cfg.grad_accum;
+    loss += (await r.loss.data())[0] * scale;
+    for (const [k, v] of Object.entries(r.parts ?? {})) parts[k] = (parts[k] ?? 0) + (await v.data())[0] * scale;
+    tf.dispose([r.loss, ...Object.values(r.parts ?? {})]);
+    acc = accumulate(acc, r.grads, scale);
+  }
+  return { grads: acc!, loss, parts, tokens };
+}
+
+/** A NaN/∞ update would poison the weights and every later checkpoint: stop before applying it, naming the last good one. */
+function refuseNonFinite<B>(run: Run<B>, step: number, sum: StepSum, norm: number, clipped: Map<string, tf.Tensor>): void {
+  if (Number.isFinite(sum.loss) && Number.isFinite(norm)) return;
+  tf.dispose([...sum.grads.values(), ...(clipped === sum.grads ? [] : clipped.values())]);
+  const good = listCheckpoints(run.out).pop();
+  throw new UserError(`${run.stage.name}: non-finite ${Number.isFinite(sum.loss) ? 'gradient norm' : 'loss'} at step ${step + 1}; stopped without applying it. ` +
+    (good ? `Last good checkpoint: ${good.dir} (resume with --resume)` : 'No checkpoint was written yet.'));
+}
+
+/** A metrics row every log_steps and at the last step; the progress bar every step. */
+function logStep<B>(run: Run<B>, step: number, sum: StepSum, lr: number, norm: number, secs: number): void {
+  const { stage } = run;
+  const row: Record<string, unknown> = { stage: stage.name, step, epoch: stage.position().epoch, loss: sum.loss, lr, grad_norm: norm, tokens_per_s: sum.tokens / secs, step_s: secs, ...sum.parts };
+  if (step % Math.max(1, run.cfg.log_steps) === 0 || step === run.total) appendMetrics(run.out, row);
+  run.progress.update(step, `loss ${sum.loss.toFixed(4)} lr ${lr.toExponential(2)} ${Math.round(sum.tokens / secs)} tok/s`);
+}
+
+/** Logs the stage's evaluation when one is due and keeps the best-scoring model so far in <out>/best. */
+async function evaluateAndKeepBest<B>(run: Run<B>, state: LoopState): Promise<void> {
+  const { stage } = run;
+  const ev = stage.evaluate ? await stage.evaluate(state.step, run.total) : null;
+  if (!ev) return;
+  appendMetrics(run.out, { stage: stage.name, step: state.step, ...ev.metrics });
+  if (ev.score > state.best) {
+    state.best = ev.score;
+    await stage.saveFinal(path.join(run.out, 'best'));
   }
 }
 

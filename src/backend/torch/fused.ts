@@ -7,7 +7,7 @@
  * backend loads and used by the model while torch is the active backend.
  */
 import * as tf from '@tensorflow/tfjs';
-import { AdamWAttrs, compositeOps, Ops } from '../ops';
+import { AdamWAttrs, compositeLinearCrossEntropy, compositeOps, Ops } from '../ops';
 
 const onTorch = (): boolean => tf.getBackend() === 'torch';
 
@@ -96,6 +96,26 @@ export function softmaxCrossEntropy(logits: tf.Tensor2D, targets: tf.Tensor1D, i
   return fused(logits, targets) as tf.Tensor1D;
 }
 
+/**
+ * −log softmax(x·Wᵀ + b)[target] per row, for x [N, d], W [V, d], b [V] and int32 targets [N] (each in
+ * 0..V−1) → [N], without keeping the logits: the MLM head's output projection and its loss in one kernel.
+ */
+export function linearCrossEntropy(x: tf.Tensor2D, weight: tf.Tensor2D, bias: tf.Tensor1D, targets: tf.Tensor1D): tf.Tensor1D {
+  if (!onTorch()) return compositeLinearCrossEntropy(x, weight, bias, targets);
+  const fused = tf.customGrad(((xx: tf.Tensor, w: tf.Tensor, bb: tf.Tensor, t: tf.Tensor, save: tf.GradSaveFunc) => {
+    const [loss, probs] = tf.engine().runKernel('TorchLinearCrossEntropy', { x: xx, weight: w, bias: bb, targets: t }) as tf.Tensor[];
+    save([xx, w, probs, t]);
+    return {
+      value: loss,
+      gradFunc: (dy: tf.Tensor, [sx, sw, sp, st]: tf.Tensor[]) => [
+        ...(tf.engine().runKernel('TorchLinearCrossEntropyGrad', { dy, x: sx, weight: sw, probs: sp, targets: st }) as tf.Tensor[]),
+        tf.zerosLike(st),
+      ],
+    };
+  }) as unknown as CustomGradientFunc) as (...args: tf.Tensor[]) => tf.Tensor;
+  return fused(x, weight, bias, targets) as tf.Tensor1D;
+}
+
 /** AdamW in place (kernels/fused.ts `TorchAdamW`). */
 function adamw(param: tf.Tensor, m: tf.Tensor, v: tf.Tensor, grad: tf.Tensor, attrs: AdamWAttrs): [tf.Tensor, tf.Tensor, tf.Tensor] {
   return tf.engine().runKernel('TorchAdamW', { param, m, v, grad }, attrs as never) as [tf.Tensor, tf.Tensor, tf.Tensor];
@@ -103,5 +123,5 @@ function adamw(param: tf.Tensor, m: tf.Tensor, v: tf.Tensor, grad: tf.Tensor, at
 
 /** Drop-in for src/backend/ops.ts's Ops when the torch backend is active. */
 export const torchFusedOps: Partial<Ops> = {
-  layerNorm, gelu, attention, adamw, softmaxCrossEntropy: (logits: tf.Tensor2D, targets: tf.Tensor1D) => softmaxCrossEntropy(logits, targets),
+  layerNorm, gelu, attention, adamw, linearCrossEntropy, softmaxCrossEntropy: (logits: tf.Tensor2D, targets: tf.Tensor1D) => softmaxCrossEntropy(logits, targets),
 };

@@ -71,6 +71,24 @@ export function readTorchCheckpoint(file: string): TorchCheckpoint {
 }
 
 function readFromZip(file: string, z: ZipReader): TorchCheckpoint {
+  const { prefix, pkl } = findPickle(file, z);
+  const storages = new Map<string, Storage>();
+  const persistentLoad = (pid: PyValue): PyValue => loadStorage(file, z, prefix, storages, pid);
+  const globals = torchGlobals(file);
+  const root = unpickle(readZipEntry(z, pkl), { where: file, globals, persistentLoad });
+  if (typeof root !== 'object' || root === null || root.kind !== 'dict') throw new UserError(`${file}: holds ${describePy(root)}, not a state dict`);
+  const refs = tensorRefs(file, root);
+  refuseViewBomb(file, storages, refs);
+  const tensors: TensorMap = new Map();
+  for (const [name, t] of refs) tensors.set(name, materialize(file, z, name, t));
+  return { tensors, metadata: metadataOf(root.attrs.get('_metadata')) };
+}
+
+/**
+ * The archive's one `<archive>/data.pkl` record and its folder prefix, after checking what must hold
+ * before unpickling: a little-endian byte order (when recorded), a readable entry, a sane size.
+ */
+function findPickle(file: string, z: ZipReader): { prefix: string; pkl: ZipEntry } {
   const pkls = [...z.entries.keys()].filter((n) => /^[^/]+\/data\.pkl$/.test(n));
   if (pkls.length !== 1) throw new UserError(`${file}: not a PyTorch checkpoint (${pkls.length ? 'several' : 'no'} <archive>/data.pkl records)`);
   const prefix = pkls[0].slice(0, -'data.pkl'.length);
@@ -79,92 +97,115 @@ function readFromZip(file: string, z: ZipReader): TorchCheckpoint {
     const bo = readZipEntry(z, order).toString('latin1');
     if (bo !== 'little') throw new UserError(`${file}: byte order '${bo}' is not supported (only little-endian checkpoints)`);
   }
-  const pklEntry = z.entries.get(pkls[0]) as ZipEntry;
-  checkReadable(z, pklEntry);
-  if (pklEntry.size > MAX_PICKLE) throw new UserError(`${file}: data.pkl of ${pklEntry.size} bytes is too large`);
-  const storages = new Map<string, Storage>();
+  const pkl = z.entries.get(pkls[0]) as ZipEntry;
+  checkReadable(z, pkl);
+  if (pkl.size > MAX_PICKLE) throw new UserError(`${file}: data.pkl of ${pkl.size} bytes is too large`);
+  return { prefix, pkl };
+}
 
-  const persistentLoad = (pid: PyValue): PyValue => {
-    const items = typeof pid === 'object' && pid !== null && pid.kind === 'tuple' ? pid.items : null;
-    if (!items || items.length !== 5 || items[0] !== 'storage') throw new UserError(`${file}: unsupported persistent id ${describePy(pid)} (expected ('storage', type, key, location, numel))`);
-    const [, cls, key, , numel] = items;
-    const dtype = typeof cls === 'object' && cls !== null && cls.kind === 'global' && cls.module === 'torch' ? STORAGE_DTYPES[cls.name] : undefined;
-    if (!dtype) throw new UserError(`${file}: unsupported storage type ${describePy(cls)}`);
-    if (typeof key !== 'string' || typeof numel !== 'number' || !Number.isSafeInteger(numel) || numel < 0) {
-      throw new UserError(`${file}: malformed storage id (key ${describePy(key)}, numel ${describePy(numel)})`);
-    }
-    const known = storages.get(key);
-    if (known) {
-      if (known.dtype !== dtype || known.numel !== numel) throw new UserError(`${file}: storage '${key}' is declared twice with different types or sizes`);
-      return opaque('storage', known);
-    }
-    const entry = z.entries.get(`${prefix}data/${key}`);
-    if (!entry) throw new UserError(`${file}: storage '${key}' has no record ${prefix}data/${key}`);
-    if (entry.size !== numel * BYTES_PER_ELEMENT[dtype]) {
-      throw new UserError(`${file}: storage '${key}' holds ${entry.size} bytes but declares ${numel} × ${dtype} (${numel * BYTES_PER_ELEMENT[dtype]} bytes)`);
-    }
-    const s: Storage = { dtype, key, numel, entry };
-    storages.set(key, s);
-    return opaque('storage', s);
-  };
+/**
+ * The unpickler's persistent_load: a ('storage', torch.<T>Storage, key, location, numel) id becomes its
+ * `data/<key>` record, checked against the declared size. Tensors sharing a storage get the same one;
+ * a key declared twice must agree.
+ */
+function loadStorage(file: string, z: ZipReader, prefix: string, storages: Map<string, Storage>, pid: PyValue): PyValue {
+  const items = typeof pid === 'object' && pid !== null && pid.kind === 'tuple' ? pid.items : null;
+  if (!items || items.length !== 5 || items[0] !== 'storage') throw new UserError(`${file}: unsupported persistent id ${describePy(pid)} (expected ('storage', type, key, location, numel))`);
+  const [, cls, key, , numel] = items;
+  const dtype = typeof cls === 'object' && cls !== null && cls.kind === 'global' && cls.module === 'torch' ? STORAGE_DTYPES[cls.name] : undefined;
+  if (!dtype) throw new UserError(`${file}: unsupported storage type ${describePy(cls)}`);
+  if (typeof key !== 'string' || typeof numel !== 'number' || !Number.isSafeInteger(numel) || numel < 0) {
+    throw new UserError(`${file}: malformed storage id (key ${describePy(key)}, numel ${describePy(numel)})`);
+  }
+  const known = storages.get(key);
+  if (known) {
+    if (known.dtype !== dtype || known.numel !== numel) throw new UserError(`${file}: storage '${key}' is declared twice with different types or sizes`);
+    return opaque('storage', known);
+  }
+  const entry = z.entries.get(`${prefix}data/${key}`);
+  if (!entry) throw new UserError(`${file}: storage '${key}' has no record ${prefix}data/${key}`);
+  if (entry.size !== numel * BYTES_PER_ELEMENT[dtype]) {
+    throw new UserError(`${file}: storage '${key}' holds ${entry.size} bytes but declares ${numel} × ${dtype} (${numel * BYTES_PER_ELEMENT[dtype]} bytes)`);
+  }
+  const s: Storage = { dtype, key, numel, entry };
+  storages.set(key, s);
+  return opaque('storage', s);
+}
 
-  const ints = (v: PyValue, what: string): number[] => {
-    const items = typeof v === 'object' && v !== null && v.kind === 'tuple' ? v.items : null;
-    if (!items || !items.every((d) => typeof d === 'number' && Number.isSafeInteger(d) && d >= 0)) {
-      throw new UserError(`${file}: tensor ${what} must be a tuple of non-negative integers, got ${describePy(v)}`);
-    }
-    return items as number[];
-  };
-  const rebuildTensor = (args: PyValue[]): PyValue => {
-    if (args.length < 6 || args.length > 7) throw new UserError(`${file}: _rebuild_tensor_v2 takes 6 or 7 arguments, got ${args.length}`);
-    const storage = asOpaque<Storage>(args[0], 'storage');
-    if (!storage) throw new UserError(`${file}: _rebuild_tensor_v2 of ${describePy(args[0])} (expected a storage)`);
-    const offset = args[1];
-    if (typeof offset !== 'number' || !Number.isSafeInteger(offset) || offset < 0) throw new UserError(`${file}: invalid storage offset ${String(offset)}`);
-    const shape = ints(args[2], 'size');
-    const stride = ints(args[3], 'stride');
-    if (shape.length !== stride.length) throw new UserError(`${file}: tensor size [${shape}] and stride [${stride}] differ in rank`);
-    const numel = shape.reduce((a, b) => a * b, 1);
-    if (!Number.isSafeInteger(numel)) throw new UserError(`${file}: tensor size [${shape}] is too large`);
-    const extent = numel === 0 ? 0 : offset + shape.reduce((a, d, i) => a + (d - 1) * stride[i], 0) + 1;
-    if (extent > storage.numel) {
-      throw new UserError(`${file}: tensor of size [${shape}], stride [${stride}], offset ${offset} reaches element ${extent} of storage '${storage.key}' (${storage.numel} elements)`);
-    }
-    return opaque<TensorRef>('tensor', { storage, offset, shape, stride });
-  };
-  const rebuildParameter = (args: PyValue[]): PyValue => {
-    if (args.length < 3 || !asOpaque(args[0], 'tensor')) throw new UserError(`${file}: _rebuild_parameter of ${args.length ? describePy(args[0]) : 'nothing'} (expected a tensor)`);
-    return args[0];
-  };
-  const orderedDict = (args: PyValue[]): PyValue => {
-    const d: PyDict = { kind: 'dict', ordered: true, map: new Map(), attrs: new Map() };
-    if (args.length === 1 && typeof args[0] === 'object' && args[0] !== null && args[0].kind === 'list') {
-      for (const pair of args[0].items) {
-        const kv = typeof pair === 'object' && pair !== null && pair.kind === 'tuple' && pair.items.length === 2 ? pair.items : null;
-        if (!kv || (typeof kv[0] === 'object' && kv[0] !== null)) throw new UserError(`${file}: OrderedDict items must be (key, value) pairs`);
-        d.map.set(kv[0] as string, kv[1]);
-      }
-    } else if (args.length !== 0) {
-      throw new UserError(`${file}: OrderedDict called with unsupported arguments`);
-    }
-    return d;
-  };
-  const globals = new Map<string, AllowedGlobal>([
-    ['collections.OrderedDict', { call: orderedDict }],
-    ['torch._utils._rebuild_tensor_v2', { call: rebuildTensor }],
-    ['torch._utils._rebuild_parameter', { call: rebuildParameter }],
-    ['torch._utils._rebuild_parameter_with_state', { call: rebuildParameter }],
+/** The only globals a state dict may name; the unpickler refuses every other one, so loading runs no code. */
+function torchGlobals(file: string): Map<string, AllowedGlobal> {
+  const parameter: AllowedGlobal = { call: (args) => rebuildParameter(file, args) };
+  return new Map<string, AllowedGlobal>([
+    ['collections.OrderedDict', { call: (args) => orderedDict(file, args) }],
+    ['torch._utils._rebuild_tensor_v2', { call: (args) => rebuildTensor(file, args) }],
+    ['torch._utils._rebuild_parameter', parameter],
+    ['torch._utils._rebuild_parameter_with_state', parameter],
     ...Object.keys(STORAGE_DTYPES).map((c) => [`torch.${c}`, {}] as [string, AllowedGlobal]),
   ]);
+}
 
-  const root = unpickle(readZipEntry(z, pklEntry), { where: file, globals, persistentLoad });
-  if (typeof root !== 'object' || root === null || root.kind !== 'dict') throw new UserError(`${file}: holds ${describePy(root)}, not a state dict`);
+/** A tensor size or stride: a tuple of non-negative integers. */
+function intTuple(file: string, v: PyValue, what: string): number[] {
+  const items = typeof v === 'object' && v !== null && v.kind === 'tuple' ? v.items : null;
+  if (!items || !items.every((d) => typeof d === 'number' && Number.isSafeInteger(d) && d >= 0)) {
+    throw new UserError(`${file}: tensor ${what} must be a tuple of non-negative integers, got ${describePy(v)}`);
+  }
+  return items as number[];
+}
+
+/** _rebuild_tensor_v2(storage, offset, size, stride, ...) → a reference, read later; every element it views must lie inside its storage. */
+function rebuildTensor(file: string, args: PyValue[]): PyValue {
+  if (args.length < 6 || args.length > 7) throw new UserError(`${file}: _rebuild_tensor_v2 takes 6 or 7 arguments, got ${args.length}`);
+  const storage = asOpaque<Storage>(args[0], 'storage');
+  if (!storage) throw new UserError(`${file}: _rebuild_tensor_v2 of ${describePy(args[0])} (expected a storage)`);
+  const offset = args[1];
+  if (typeof offset !== 'number' || !Number.isSafeInteger(offset) || offset < 0) throw new UserError(`${file}: invalid storage offset ${String(offset)}`);
+  const shape = intTuple(file, args[2], 'size');
+  const stride = intTuple(file, args[3], 'stride');
+  if (shape.length !== stride.length) throw new UserError(`${file}: tensor size [${shape}] and stride [${stride}] differ in rank`);
+  const numel = shape.reduce((a, b) => a * b, 1);
+  if (!Number.isSafeInteger(numel)) throw new UserError(`${file}: tensor size [${shape}] is too large`);
+  const extent = numel === 0 ? 0 : offset + shape.reduce((a, d, i) => a + (d - 1) * stride[i], 0) + 1;
+  if (extent > storage.numel) {
+    throw new UserError(`${file}: tensor of size [${shape}], stride [${stride}], offset ${offset} reaches element ${extent} of storage '${storage.key}' (${storage.numel} elements)`);
+  }
+  return opaque<TensorRef>('tensor', { storage, offset, shape, stride });
+}
+
+/** nn.Parameter pickles as _rebuild_parameter(tensor, requires_grad, hooks[, state]): the tensor is all we keep. */
+function rebuildParameter(file: string, args: PyValue[]): PyValue {
+  if (args.length < 3 || !asOpaque(args[0], 'tensor')) throw new UserError(`${file}: _rebuild_parameter of ${args.length ? describePy(args[0]) : 'nothing'} (expected a tensor)`);
+  return args[0];
+}
+
+/** OrderedDict() or OrderedDict([(key, value), ...]); state dicts usually fill theirs by SETITEMS instead. */
+function orderedDict(file: string, args: PyValue[]): PyValue {
+  const d: PyDict = { kind: 'dict', ordered: true, map: new Map(), attrs: new Map() };
+  if (args.length === 1 && typeof args[0] === 'object' && args[0] !== null && args[0].kind === 'list') {
+    for (const pair of args[0].items) {
+      const kv = typeof pair === 'object' && pair !== null && pair.kind === 'tuple' && pair.items.length === 2 ? pair.items : null;
+      if (!kv || (typeof kv[0] === 'object' && kv[0] !== null)) throw new UserError(`${file}: OrderedDict items must be (key, value) pairs`);
+      d.map.set(kv[0] as string, kv[1]);
+    }
+  } else if (args.length !== 0) {
+    throw new UserError(`${file}: OrderedDict called with unsupported arguments`);
+  }
+  return d;
+}
+
+/** The state dict's (name, tensor reference) pairs in order; anything but string → tensor is refused. */
+function tensorRefs(file: string, root: PyDict): [string, TensorRef][] {
   const refs: [string, TensorRef][] = [];
   for (const [k, v] of root.map) {
     const t = asOpaque<TensorRef>(v, 'tensor');
     if (typeof k !== 'string' || !t) throw new UserError(`${file}: entry ${JSON.stringify(String(k))} is ${describePy(v)}; expected a state dict of tensors`);
     refs.push([k, t]);
   }
+  return refs;
+}
+
+/** Views can alias one storage many times over; refuse before materialising far more bytes than the file holds. */
+function refuseViewBomb(file: string, storages: Map<string, Storage>, refs: [string, TensorRef][]): void {
   let stored = 0;
   for (const s of storages.values()) stored += s.entry.size;
   let wanted = 0;
@@ -172,9 +213,6 @@ function readFromZip(file: string, z: ZipReader): TorchCheckpoint {
   if (wanted > VIEW_FACTOR * stored + VIEW_SLACK) {
     throw new UserError(`${file}: refused: its tensors view ${wanted} bytes out of ${stored} stored bytes (more than ${VIEW_FACTOR}x; a decompression bomb?)`);
   }
-  const tensors: TensorMap = new Map();
-  for (const [name, t] of refs) tensors.set(name, materialize(file, z, name, t));
-  return { tensors, metadata: metadataOf(root.attrs.get('_metadata')) };
 }
 
 function metadataOf(v: PyValue | undefined): Record<string, Record<string, number>> | undefined {

@@ -3,8 +3,8 @@
  * backend: values and gradients of every input, and the composite path on other backends.
  */
 import * as tf from '@tensorflow/tfjs';
-import { attention, gelu, layerNorm, softmaxCrossEntropy } from '../../../src/backend/torch/fused';
-import { compositeOps } from '../../../src/backend/ops';
+import { attention, gelu, layerNorm, linearCrossEntropy, softmaxCrossEntropy } from '../../../src/backend/torch/fused';
+import { compositeLinearCrossEntropy, compositeOps } from '../../../src/backend/ops';
 import { describeTorch, expectSame, rand, runOn } from './setup';
 
 type Fn = (xs: tf.Tensor[]) => tf.Tensor;
@@ -42,6 +42,13 @@ describeTorch('fused torch kernels vs TF.js composites', () => {
       ([q, k, v, m]) => attention(q, k, v, m, 0.25),
       ([q, k, v, m]) => tf.matMul(tf.softmax(tf.add(tf.mul(tf.matMul(q, k, false, true), 0.25), m)), v),
       () => [rand([2, 3, 5, 4], 5), rand([2, 3, 7, 4], 6), rand([2, 3, 7, 4], 7), tf.reshape(tf.tensor([0, 0, 0, -1e9, -1e9, 0, 0, 0, 0, 0, 0, -1e9, 0, 0]), [2, 1, 1, 7])],
+      [0, 1, 2],
+    ],
+    [
+      'linearCrossEntropy [6, 8] × [37, 8] (the MLM output layer)',
+      ([x, w, b, t]) => linearCrossEntropy(x as tf.Tensor2D, w as tf.Tensor2D, b as tf.Tensor1D, t as tf.Tensor1D),
+      ([x, w, b, t]) => compositeLinearCrossEntropy(x as tf.Tensor2D, w as tf.Tensor2D, b as tf.Tensor1D, t as tf.Tensor1D),
+      () => [rand([6, 8], 8, 2), rand([37, 8], 9), rand([37], 10), tf.tensor1d([0, 36, 5, 5, 17, 2], 'int32')],
       [0, 1, 2],
     ],
   ];
@@ -94,5 +101,24 @@ describeTorch('fused torch kernels vs TF.js composites', () => {
     expect(after.numTensors).toBe(before.numTensors);
     expect(after.nativeHandles).toBe(before.nativeHandles);
     tf.dispose([x, g, b]);
+  });
+
+  test('linearCrossEntropy releases its [N, V] blocks: no native handle or large block outlives a step', async () => {
+    await tf.setBackend('torch');
+    const { addon } = await import('../../../src/backend/torch/addon');
+    const x = tf.variable(rand([64, 16], 11));
+    const w = tf.variable(rand([20000, 16], 12)); // [64, 20000] float32 = 5 MB: a large (cached) block
+    const b = tf.variable(tf.zeros([20000]));
+    const t = tf.tensor1d(Array.from({ length: 64 }, (_, i) => (i * 311) % 20000), 'int32');
+    const step = () => {
+      const { value, grads } = tf.variableGrads(() => tf.mean(linearCrossEntropy(x as tf.Tensor2D, w as tf.Tensor2D, b as tf.Tensor1D, t)) as tf.Scalar);
+      tf.dispose([value, ...Object.values(grads)]);
+    };
+    step();
+    const before = { handles: (tf.memory() as tf.MemoryInfo & { nativeHandles: number }).nativeHandles, live: addon().cpuMemory().liveBytes };
+    for (let i = 0; i < 3; i++) step();
+    expect((tf.memory() as tf.MemoryInfo & { nativeHandles: number }).nativeHandles).toBe(before.handles);
+    expect(addon().cpuMemory().liveBytes).toBe(before.live);
+    tf.dispose([x, w, b, t]);
   });
 });

@@ -83,6 +83,54 @@ kernel('TorchSoftmaxCrossEntropyGrad', ({ dy, logp, targets }, b, { ignoreIndex 
   }),
 );
 
+// Linear layer + softmax cross-entropy per row (the MLM head's output projection): logits = x·Wᵀ + b, loss =
+// log Σ exp(logits) − logits[target], with the softmax then computed in place over the logits while they are
+// hot, so the forward keeps one [N, V] tensor (the probabilities) and the backward needs one pass over it
+// (P·dy − onehot·dy) plus the two matmuls. Every [N, V] step but the first product runs in place: in
+// Debian's libtorch 1.13 an op that allocates a fresh [N, V] result (addmm, logsumexp) costs ~30× one that
+// writes into an existing one.
+const mm = aten('mm');
+const addInplaceT = aten('add_.Tensor');
+const gatherDim = aten('gather');
+const amax = aten('amax');
+const subInplaceT = aten('sub_.Tensor');
+const expInplace = aten('exp_');
+const sumDims = aten('sum.dim_IntList');
+const divInplaceT = aten('div_.Tensor');
+const logT = aten('log');
+const subT = aten('sub.Tensor');
+const squeezeDim = aten('squeeze.dim');
+const unsqueeze = aten('unsqueeze');
+const mulT = aten('mul.Tensor');
+const scatterAddInplace = aten('scatter_add_');
+const neg = aten('neg');
+kernel('TorchLinearCrossEntropy', ({ x, weight, bias, targets }, b) =>
+  scoped((tmp) => {
+    const logits = mm(b.h(x), tmp(transpose(b.h(weight), 0, 1)));
+    tmp(addInplaceT(logits, b.h(bias), 1)); // in-place ops return a new handle on the same tensor: free it
+    const t = tmp(unsqueeze(tmp(toDtype(b.h(targets), code('int64'))), 1));
+    const picked = tmp(gatherDim(logits, 1, t, false));
+    const max = tmp(amax(logits, [1], true));
+    tmp(expInplace(tmp(subInplaceT(logits, max, 1))));
+    const total = tmp(sumDims(logits, [1], true, null));
+    tmp(divInplaceT(logits, total)); // the logits are now the probabilities
+    const lse = tmp(addTensor(tmp(logT(total)), max, 1));
+    const loss = squeezeDim(tmp(subT(lse, picked, 1)), 1);
+    return [b.out(loss, 'float32'), b.out(logits, 'float32')];
+  }),
+);
+kernel('TorchLinearCrossEntropyGrad', ({ dy, x, weight, probs, targets }, b) =>
+  scoped((tmp) => {
+    const d = tmp(unsqueeze(b.h(dy), 1));
+    const g = tmp(mulT(b.h(probs), d)); // P·dy, then −dy at each row's target
+    tmp(scatterAddInplace(g, 1, tmp(unsqueeze(tmp(toDtype(b.h(targets), code('int64'))), 1)), tmp(neg(d))));
+    const dx = mm(g, b.h(weight));
+    const dw = mm(tmp(transpose(g, 0, 1)), b.h(x));
+    const db = sumDims(g, [0], false, null);
+    return [b.out(dx, 'float32'), b.out(dw, 'float32'), b.out(db, 'float32')];
+  }),
+);
+
 // AdamW update of one parameter (src/train/adamw.ts), in place: the same ATen ops in the same order as the
 // TF.js composite there (so the same float32 results), but written into the parameter's and the moments'
 // own memory with one temporary the size of the parameter, instead of a dozen. A tensor whose memory is

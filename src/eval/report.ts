@@ -6,7 +6,8 @@
  *   - learning rate, throughput (tokens/s) and gradient norm over the run's steps, one line per stage;
  *   - evaluation during training (`eval/<mode>/<metric>` rows of metrics.jsonl), when a stage had an
  *     `eval:` section;
- *   - the demo's evaluation per stage and mode (results.json), one bar chart per metric.
+ *   - the demo's evaluation per stage and mode (results.json), one bar chart per metric, and its ablations
+ *     (nDCG@10 with and without each ablated part) as a table.
  *
  * RUN_DIR is a pipeline's output dir (stage dirs `<n>-<stage>` holding metrics.jsonl, optionally
  * results.json beside them) or a single stage's output dir.
@@ -34,7 +35,11 @@ export interface RunData {
   dir: string;
   stages: StageSeries[];
   /** results.json of `m3 demo`, when present. */
-  results: { stages: { name: string; modes: Record<string, Record<string, number>>; train_s?: number | null; eval_s?: number }[]; final_model?: string; wall_s?: number; eval?: Record<string, unknown> } | null;
+  results: {
+    stages: { name: string; modes: Record<string, Record<string, number>>; model?: string | null; train_s?: number | null; eval_s?: number }[];
+    final_model?: string; wall_s?: number; eval?: Record<string, unknown>;
+    ablations?: Record<string, { with: Record<string, number>; without: Record<string, number> }>;
+  } | null;
 }
 
 const BASE_KEYS = new Set(['stage', 'step', 'epoch', 'loss', 'lr', 'grad_norm', 'tokens_per_s', 'step_s']);
@@ -186,30 +191,64 @@ function fmt(x: number | null | undefined, digits = 4): string {
   return typeof x === 'number' && Number.isFinite(x) ? x.toFixed(digits) : '—';
 }
 
+/** Short column heads, so that 5 modes × 3 metrics fit a laptop-wide page. */
+const METRIC_HEADS: Record<string, string> = { 'ndcg@10': 'nDCG@10', 'recall@100': 'R@100', 'mrr@10': 'MRR@10' };
+
+const ABLATION_ABOUT: Record<string, string> = {
+  retromae: 'the stages after RetroMAE trained from the untrained model',
+  self_distill: 'the last (unified) stage trained again from the same start without self-distillation',
+};
+
+function evaluationTable(results: NonNullable<RunData['results']>): string {
+  const stages = results.stages;
+  const modes = [...new Set(stages.flatMap((s) => Object.keys(s.modes ?? {})))];
+  const head = `<tr><th>stage</th>${modes.map((m) => `<th colspan="3" class="group">${esc(m)}</th>`).join('')}</tr>` +
+    `<tr><th></th>${modes.map(() => METRIC_NAMES.map((k, j) => `<th class="metric${j ? '' : ' group'}" title="${esc(k)}">${METRIC_HEADS[k] ?? esc(k)}</th>`).join('')).join('')}</tr>`;
+  const rows = stages.map((s) => `<tr><td>${esc(s.name)}</td>${modes.map((m) => METRIC_NAMES.map((k, j) => `<td${j ? '' : ' class="group"'}>${fmt(s.modes?.[m]?.[k])}</td>`).join('')).join('')}</tr>`);
+  const ev = results.eval as { data?: string; split?: string; queries?: number; documents?: number } | undefined;
+  const about = ev ? `<p>${esc(String(ev.data ?? ''))} (${esc(String(ev.split ?? ''))}): ${ev.queries ?? '?'} queries, ${ev.documents ?? '?'} documents.</p>` : '';
+  return `<h2>Retrieval evaluation</h2>${about}<div class="fit"><table id="evaluation">${head}${rows.join('')}</table></div>`;
+}
+
+function ablationTable(ablations: NonNullable<NonNullable<RunData['results']>['ablations']>): string {
+  const arms = Object.entries(ablations);
+  const modes = [...new Set(arms.flatMap(([, a]) => [...Object.keys(a.with ?? {}), ...Object.keys(a.without ?? {})]))];
+  const rows = arms.map(([name, a]) => (['with', 'without'] as const).map((w, j) =>
+    `<tr>${j ? '' : `<td rowspan="2">${esc(name)}</td>`}<td class="text">${w}</td>${modes.map((m) => `<td>${fmt(a[w]?.[m])}</td>`).join('')}</tr>`).join(''));
+  const about = arms.map(([name]) => (ABLATION_ABOUT[name] ? ` Without ${esc(name)}: ${ABLATION_ABOUT[name]}.` : '')).join('');
+  return `<h2>Ablations</h2><p>nDCG@10 of the final model with each part (the demo's own model) and without it, same steps and settings.${about}</p>` +
+    `<div class="fit"><table id="ablations"><tr><th>ablation</th><th></th>${modes.map((m) => `<th>${esc(m)}</th>`).join('')}</tr>${rows.join('')}</table></div>`;
+}
+
+function stageTable(run: RunData): string {
+  // the demo's evaluation of each stage's final model, matched by stage dir name (OUT/<n>-<stage>/final)
+  const evalS = new Map((run.results?.stages ?? []).filter((r) => r.model).map((r) => [path.basename(path.dirname(r.model!)), r.eval_s]));
+  const withEval = run.stages.some((s) => evalS.has(path.basename(s.dir)));
+  const rows = run.stages.map((s, i) => {
+    const last = s.train[s.train.length - 1];
+    const times = s.train.map((r) => num(r.step_s)).filter((x): x is number => x !== null);
+    // every step is logged by default; with train.log_steps > 1 the logged steps stand for all of them
+    const secs = times.length && last ? (times.reduce((a, x) => a + x, 0) / times.length) * (last.step as number) : null;
+    const tps = s.train.map((r) => num(r.tokens_per_s)).filter((x): x is number => x !== null);
+    const median = tps.length ? [...tps].sort((a, b) => a - b)[tps.length >> 1] : null;
+    return `<tr><td>${i + 1}. ${esc(s.name)}</td><td>${last ? last.step : '—'}</td><td>${fmt(num(last?.loss))}</td><td>${fmt(median, 0)}</td><td>${fmt(secs, 1)}</td>` +
+      (withEval ? `<td>${fmt(evalS.get(path.basename(s.dir)), 1)}</td>` : '') +
+      `<td>${esc(path.relative(run.dir, s.dir) || '.')}${s.badLines ? ` (${s.badLines} unreadable line${s.badLines > 1 ? 's' : ''} skipped)` : ''}</td></tr>`;
+  });
+  const heads = ['stage', 'steps', 'final loss', 'median tokens/s',
+    '<span title="optimizer steps only (step_s in metrics.jsonl): no data preparation, checkpoints or evaluation">training time (s)</span>',
+    ...(withEval ? ['<span title="the demo\'s retrieval evaluation of the stage\'s final model (eval_s in results.json)">evaluation time (s)</span>'] : []), 'dir'];
+  return `<h2>Stages</h2><div class="fit"><table>${`<tr>${heads.map((h) => `<th>${h}</th>`).join('')}</tr>`}${rows.join('')}</table></div>`;
+}
+
 function tables(run: RunData): string {
   const parts: string[] = [];
   if (run.results?.stages.length) {
-    const stages = run.results.stages;
-    const modes = [...new Set(stages.flatMap((s) => Object.keys(s.modes ?? {})))];
-    const head = `<tr><th>stage</th>${modes.map((m) => `<th colspan="3">${esc(m)}</th>`).join('')}</tr>` +
-      `<tr><th></th>${modes.map(() => METRIC_NAMES.map((k) => `<th>${esc(k)}</th>`).join('')).join('')}</tr>`;
-    const rows = stages.map((s) => `<tr><td>${esc(s.name)}</td>${modes.map((m) => METRIC_NAMES.map((k) => `<td>${fmt(s.modes?.[m]?.[k])}</td>`).join('')).join('')}</tr>`);
-    const ev = run.results.eval as { data?: string; split?: string; queries?: number; documents?: number } | undefined;
-    const about = ev ? `<p>${esc(String(ev.data ?? ''))} (${esc(String(ev.split ?? ''))}): ${ev.queries ?? '?'} queries, ${ev.documents ?? '?'} documents.</p>` : '';
-    parts.push(`<h2>Retrieval evaluation</h2>${about}<table>${head}${rows.join('')}</table>`);
+    parts.push(evaluationTable(run.results));
     if (run.results.final_model) parts.push(`<p>Final model: <code>${esc(run.results.final_model)}</code>${run.results.wall_s ? ` · demo wall time ${fmt(run.results.wall_s / 60, 1)} min` : ''}</p>`);
   }
-  if (run.stages.length) {
-    const rows = run.stages.map((s, i) => {
-      const last = s.train[s.train.length - 1];
-      const secs = s.train.reduce((a, r) => a + (num(r.step_s) ?? 0), 0);
-      const tps = s.train.map((r) => num(r.tokens_per_s)).filter((x): x is number => x !== null);
-      const median = tps.length ? [...tps].sort((a, b) => a - b)[tps.length >> 1] : null;
-      return `<tr><td>${i + 1}. ${esc(s.name)}</td><td>${last ? last.step : '—'}</td><td>${fmt(num(last?.loss))}</td><td>${fmt(median, 0)}</td><td>${fmt(secs, 1)}</td>` +
-        `<td>${esc(path.relative(run.dir, s.dir) || '.')}${s.badLines ? ` (${s.badLines} unreadable line${s.badLines > 1 ? 's' : ''} skipped)` : ''}</td></tr>`;
-    });
-    parts.push(`<h2>Stages</h2><table><tr><th>stage</th><th>steps</th><th>final loss</th><th>median tokens/s</th><th>step time (s)</th><th>dir</th></tr>${rows.join('')}</table>`);
-  }
+  if (run.results?.ablations && Object.keys(run.results.ablations).length) parts.push(ablationTable(run.results.ablations));
+  if (run.stages.length) parts.push(stageTable(run));
   return parts.join('\n');
 }
 
@@ -254,9 +293,13 @@ export function renderReport(run: RunData): string {
 <title>${esc(title)}</title>
 <style>
 body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #222; }
-table { border-collapse: collapse; margin: 8px 0 16px; }
-th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
+table { border-collapse: collapse; margin: 8px 0 16px; font-variant-numeric: tabular-nums; }
+th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: right; }
+th:first-child, td:first-child, td.text { text-align: left; }
+th.group, td.group { border-left: 2px solid #888; }
+th.metric { font-size: 12px; font-weight: normal; }
+th[colspan] { text-align: center; }
+.fit { max-width: 100%; overflow-x: auto; } /* a table wider than the window scrolls by itself, not the page */
 .charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr)); gap: 16px; }
 .chart { position: relative; height: 320px; border: 1px solid #ddd; padding: 8px; }
 code { font-size: 12px; }

@@ -9,6 +9,11 @@
  * fresh heads the unified stage adds when it starts (`addHeads` with its colbert_dim and seed), so that
  * every row of the table has every mode: their sparse / ColBERT numbers are those of untrained heads over
  * that stage's encoder. The untrained model is stage 1's own starting point (the same seeded init).
+ *
+ * With `ablations` two arms follow, each rerunning part of the pipeline with the same budget and settings
+ * through `runPipeline` into OUT/ablations/<arm>, its final model evaluated as the stages are; "with" is the
+ * demo's own final model (see `ablationArms`). results.json gets `ablations` only from a run that asked for
+ * them; the arms' stage dirs and cached evaluations stay, so asking again re-reads them.
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -20,12 +25,13 @@ import { METRIC_NAMES, RetrievalMetrics } from '../eval/metrics';
 import { writeReport } from '../eval/report';
 import { FinetuneConfig } from '../finetune/config';
 import { unifiedHeadSpec } from '../finetune/runner';
+import { CONFIG_OVERRIDES } from '../model/schema';
 import { Mode } from '../model/scores';
 import { readFinished } from '../train/checkpoint';
 import { loadConfig } from '../util/config-file';
 import { UserError } from '../util/errors';
 import { writeFileAtomic } from '../util/fsx';
-import { pipelineStages, runPipeline } from './pipeline';
+import { pipelineStages, runPipeline, StageRun, StartAt } from './pipeline';
 import { StageConfig } from './stage-config';
 
 export interface DemoOptions {
@@ -39,6 +45,8 @@ export interface DemoOptions {
   sets?: string[];
   /** Overrides of the evaluation config (`max_queries=20`). */
   evalSets?: string[];
+  /** Also run the ablation arms (`ablationArms`) and evaluate their final models. */
+  ablations?: boolean;
   /** Where the per-stage tables go (default: stdout). */
   write?: (text: string) => void;
 }
@@ -58,10 +66,17 @@ export interface DemoStage {
   eval_s: number;
 }
 
+/** nDCG@10 of one model by evaluated mode. */
+export type ModeNdcg = Partial<Record<Mode, number>>;
+
+export type Ablation = 'retromae' | 'self_distill';
+
 export interface DemoResults {
   stages: DemoStage[];
   final_model: string;
   eval: { data: string; split: string; queries: number; documents: number; modes: Mode[]; max_length: number; query_max_length: number | null };
+  /** With `ablations` only: "with" is the final stage's model, "without" the arm's final model. */
+  ablations?: Record<Ablation, { with: ModeNdcg; without: ModeNdcg }>;
   wall_s: number;
 }
 
@@ -80,24 +95,69 @@ function headSpec(stages: StageConfig[]): { colbertDim: number; seed: number } {
   return unifiedHeadSpec(s);
 }
 
-interface Cached { key: string; results: EvalResults; eval_s: number; train_s: number | null }
+/** A demo ablation arm: the pipeline rerun from stage `from.index` into OUT/ablations/<dir>. */
+interface Arm { ablation: Ablation; dir: string; from: StartAt; what: string }
+
+/**
+ * The arms of `--ablations`, each with the same budget and settings as the demo's stages:
+ *   retromae      stages 2.. from stage 1's own starting point (the untrained model) instead of RetroMAE's final;
+ *   self_distill  the last (unified) stage again from the previous stage's final, with loss.use_self_distill off
+ *                 (and self_distill_start_step, then inert, removed).
+ * A from-scratch arm initialises with its own stage's train.seed: stage 1's init when the seeds agree, as in
+ * the shipped configs (overriding it would change the arm's data order instead).
+ */
+export function ablationArms(file: string, stages: StageConfig[]): Arm[] {
+  const first = stages[0];
+  const last = stages[stages.length - 1];
+  if (first.stage !== 'retromae' || stages.length < 2) throw new UserError(`${file}: --ablations needs a retromae first stage followed by others (to train without it)`);
+  if (last.stage !== 'unified' || !last.loss.use_self_distill) throw new UserError(`${file}: --ablations needs a last stage 'unified' with loss.use_self_distill: true (to train without it)`);
+  const n = stages.length;
+  const later = n > 2 ? `stages 2-${n}` : 'stage 2';
+  return [
+    { ablation: 'retromae', dir: 'no-retromae', from: { index: 1, sets: startOf(first, stages[1]) }, what: `${later} from the ${first.model.init ? 'initial' : 'untrained'} model` },
+    {
+      ablation: 'self_distill', dir: 'no-self-distill', what: `stage ${n} without self-distillation`,
+      from: { index: n - 1, sets: [...startOf(last, last), 'loss.use_self_distill=false', 'loss.self_distill_start_step=null'] },
+    },
+  ];
+}
+
+/**
+ * Overrides that start stage `to` where `from` starts: its model dir, or its from-scratch config and
+ * tokenizer with the config.json overrides `to` would have inherited through `from`'s saved model.
+ */
+function startOf(from: StageConfig, to: StageConfig): string[] {
+  const m = from.model;
+  const sets = m.init ? [`model.init=${m.init}`] : ['model.init=null', `model.config=${m.config}`];
+  if (m.tokenizer) sets.push(`model.tokenizer=${m.tokenizer}`);
+  for (const k of CONFIG_OVERRIDES) if (m[k] !== undefined && to.model[k] === undefined) sets.push(`model.${k}=${m[k]}`);
+  return sets;
+}
+
+interface Cached { key: string; results: EvalResults; eval_s: number; train_s: number | null; fresh_heads?: boolean }
 
 const round = (x: number) => Math.round(x * 1e4) / 1e4;
 
-/** A stage × mode table of nDCG@10. */
-export function formatSummary(stages: DemoStage[], modes: readonly Mode[]): string {
-  const width = Math.max(10, ...stages.map((s) => s.name.length + 1));
-  const head = ['stage'.padEnd(width), ...modes.map((m) => m.padStart(13))].join(' ');
-  const rows = stages.map((s) => [s.name.padEnd(width), ...modes.map((m) => (s.modes[m] ? s.modes[m]!['ndcg@10'].toFixed(4) : '—').padStart(13))].join(' '));
-  return ['nDCG@10 by stage and mode', head, ...rows].join('\n') + '\n';
+const ndcgByMode = (r: EvalResults): ModeNdcg => Object.fromEntries(Object.entries(r).map(([m, x]) => [m, x!['ndcg@10']]));
+
+/** A table of nDCG@10: one row per model, one column per mode. */
+export function formatNdcgTable(title: string, first: string, rows: { name: string; modes: ModeNdcg }[], modes: readonly Mode[]): string {
+  const width = Math.max(10, first.length + 1, ...rows.map((r) => r.name.length + 1));
+  const head = [first.padEnd(width), ...modes.map((m) => m.padStart(13))].join(' ');
+  const lines = rows.map((r) => [r.name.padEnd(width), ...modes.map((m) => (r.modes[m] !== undefined ? r.modes[m]!.toFixed(4) : '—').padStart(13))].join(' '));
+  return [title, head, ...lines].join('\n') + '\n';
 }
 
 export async function runDemo(o: DemoOptions): Promise<DemoResults> {
   const t0 = performance.now();
   const write = o.write ?? ((s: string) => process.stdout.write(s));
   const out = path.resolve(o.outputDir);
-  const sets = [...(o.sets ?? []).filter((s) => !s.startsWith('output_dir=')), `output_dir=${out}`];
+  const userSets = (o.sets ?? []).filter((s) => !s.startsWith('output_dir='));
+  const sets = [...userSets, `output_dir=${out}`];
   const stages = pipelineStages(o.pipeline, sets); // validates every stage config before anything runs
+  const arms = o.ablations ? ablationArms(o.pipeline, stages) : [];
+  const armSets = (arm: Arm) => [...userSets, `output_dir=${path.join(out, 'ablations', arm.dir)}`];
+  for (const arm of arms) pipelineStages(o.pipeline, armSets(arm), arm.from); // and the arms' configs
   const evalCfg = loadEvalConfig(o.evalConfig, o.evalSets ?? []);
   const opts = { ...evalOptions(evalCfg), progress: true };
   const heads = headSpec(stages);
@@ -105,55 +165,60 @@ export async function runDemo(o: DemoOptions): Promise<DemoResults> {
   const data = () => (dataset ??= loadBeir(evalCfg.data!, evalCfg.split, { maxQueries: evalCfg.max_queries }));
   const cacheDir = path.join(out, 'eval');
   fs.mkdirSync(cacheDir, { recursive: true });
-  const results: DemoStage[] = [];
+  const stopped = () => new UserError(`demo: stopped before the last stage finished; rerun the same command to continue`);
 
-  /** Evaluates (or reuses the cached evaluation of an unchanged model) and prints the stage's table. */
-  const evaluate = async (index: number, name: string, modelDir: string | null, makeModel: () => M3Model, key: object, trainS: number | null, reuse: boolean) => {
-    const file = path.join(cacheDir, `${index}-${name}.json`);
+  /** Evaluates a model (or reuses the cached evaluation OUT/eval/<file> of an unchanged one) and prints its table. */
+  const evaluate = async (file: string, title: string, makeModel: () => M3Model, key: object, trainS: number | null, reuse: boolean): Promise<Cached> => {
+    const cacheFile = path.join(cacheDir, file);
     const keyStr = JSON.stringify({ ...key, eval: evalCfg, heads });
     let cached: Cached | null = null;
-    if (reuse && fs.existsSync(file)) {
+    if (reuse && fs.existsSync(cacheFile)) {
       try {
-        const c = JSON.parse(fs.readFileSync(file, 'utf8')) as Cached;
+        const c = JSON.parse(fs.readFileSync(cacheFile, 'utf8')) as Cached;
         if (c.key === keyStr) cached = c;
       } catch { /* a damaged cache entry is recomputed */ }
     }
-    let freshHeads = false;
     if (!cached) {
       const t = performance.now();
       const model = makeModel();
       try {
-        if (!hasHeads(model)) {
-          addHeads(model, heads.colbertDim, heads.seed);
-          freshHeads = true;
-        }
-        process.stderr.write(`demo: evaluating ${name} on ${evalCfg.data} (${evalCfg.split})\n`);
+        const freshHeads = !hasHeads(model);
+        if (freshHeads) addHeads(model, heads.colbertDim, heads.seed);
+        process.stderr.write(`demo: evaluating ${title} on ${evalCfg.data} (${evalCfg.split})\n`);
         const r = await evaluateBeir(model, data(), opts);
-        cached = { key: keyStr, results: r, eval_s: (performance.now() - t) / 1000, train_s: trainS };
+        cached = { key: keyStr, results: r, eval_s: (performance.now() - t) / 1000, train_s: trainS, fresh_heads: freshHeads };
       } finally {
         disposeModel(model);
       }
-      writeFileAtomic(file, JSON.stringify({ ...cached, fresh_heads: freshHeads }) + '\n');
-    } else {
-      freshHeads = !!(cached as Cached & { fresh_heads?: boolean }).fresh_heads;
+      writeFileAtomic(cacheFile, JSON.stringify(cached) + '\n');
     }
-    const all = cached.results.all ?? Object.values(cached.results)[0]!;
-    const stage: DemoStage = {
+    write(`\n== ${title}${cached.fresh_heads ? ' (fresh sparse/ColBERT heads)' : ''} ==\n${formatResultsTable(cached.results)}`);
+    return cached;
+  };
+
+  const results: DemoStage[] = [];
+  const evaluateStage = async (index: number, name: string, modelDir: string | null, makeModel: () => M3Model, key: object, trainS: number | null, reuse: boolean) => {
+    const c = await evaluate(`${index}-${name}.json`, `${index}. ${name}`, makeModel, key, trainS, reuse);
+    const all = c.results.all ?? Object.values(c.results)[0]!;
+    results.push({
       name,
       ...(Object.fromEntries(METRIC_NAMES.map((m) => [m, round(all[m])])) as Record<keyof RetrievalMetrics, number>),
-      modes: Object.fromEntries(Object.entries(cached.results).map(([m, r]) => [m, Object.fromEntries(METRIC_NAMES.map((k) => [k, round(r![k])]))])) as EvalResults,
+      modes: Object.fromEntries(Object.entries(c.results).map(([m, r]) => [m, Object.fromEntries(METRIC_NAMES.map((k) => [k, round(r![k])]))])) as EvalResults,
       model: modelDir,
-      fresh_heads: freshHeads,
-      train_s: cached.train_s === null ? null : Math.round(cached.train_s * 10) / 10,
-      eval_s: Math.round(cached.eval_s * 10) / 10,
-    };
-    results.push(stage);
-    write(`\n== ${index}. ${name}${freshHeads ? ' (fresh sparse/ColBERT heads)' : ''} ==\n${formatResultsTable(cached.results)}`);
+      fresh_heads: !!c.fresh_heads,
+      train_s: c.train_s === null ? null : Math.round(c.train_s * 10) / 10,
+      eval_s: Math.round(c.eval_s * 10) / 10,
+    });
+  };
+  /** A stage's final model, evaluated unless the stage was skipped and its evaluation is cached. */
+  const finalOf = (run: StageRun) => {
+    const dir = path.join(run.config.output_dir, 'final');
+    return { dir, make: () => loadModel(dir, { requireTokenizer: true }), key: { model: dir, finished: readFinished(run.config.output_dir) }, reuse: run.result === null };
   };
 
   const first = stages[0];
   const initName = first.model.init ? 'initial' : 'untrained';
-  await evaluate(0, initName, first.model.init ?? null,
+  await evaluateStage(0, initName, first.model.init ?? null,
     () => loadOrInitModel(first.model, first.train.seed, first.output_dir),
     { model: first.model, seed: first.train.seed }, null, true);
 
@@ -162,16 +227,27 @@ export async function runDemo(o: DemoOptions): Promise<DemoResults> {
     resume: true,
     onStage: async (run, i) => {
       const trainS = run.result ? (performance.now() - stageStart) / 1000 : null;
-      const dir = path.join(run.config.output_dir, 'final');
       if (run.result?.stoppedEarly) return;
-      const finished = readFinished(run.config.output_dir);
-      await evaluate(i + 1, run.name, dir, () => loadModel(dir, { requireTokenizer: true }), { model: dir, finished }, trainS, run.result === null);
+      const f = finalOf(run);
+      await evaluateStage(i + 1, run.name, f.dir, f.make, f.key, trainS, f.reuse);
       stageStart = performance.now();
     },
   });
-  if (runs.length < stages.length || runs[runs.length - 1].result?.stoppedEarly) {
-    throw new UserError(`demo: stopped before the last stage finished; rerun the same command to continue`);
+  if (runs.length < stages.length || runs[runs.length - 1].result?.stoppedEarly) throw stopped();
+
+  let ablations: DemoResults['ablations'];
+  for (const arm of arms) {
+    const armOut = path.join(out, 'ablations', arm.dir);
+    process.stderr.write(`demo: ablation ${arm.ablation}: ${arm.what}, in ${armOut}\n`);
+    const armRuns = await runPipeline(o.pipeline, armSets(arm), { resume: true, from: arm.from });
+    const last = armRuns[armRuns.length - 1];
+    if (armRuns.length < stages.length - arm.from.index || last.result?.stoppedEarly) throw stopped();
+    const f = finalOf(last);
+    const c = await evaluate(`ablation-${arm.dir}.json`, `without ${arm.ablation}: ${arm.what}`, f.make, f.key, null, f.reuse);
+    const without = Object.fromEntries(Object.entries(ndcgByMode(c.results)).map(([m, x]) => [m, round(x!)]));
+    (ablations ??= {} as NonNullable<DemoResults['ablations']>)[arm.ablation] = { with: ndcgByMode(results[results.length - 1].modes), without };
   }
+
   const finalModel = path.join(stages[stages.length - 1].output_dir, 'final');
   const ds = data();
   const res: DemoResults = {
@@ -181,10 +257,15 @@ export async function runDemo(o: DemoOptions): Promise<DemoResults> {
       data: evalCfg.data!, split: evalCfg.split, queries: ds.queryIds.length, documents: ds.corpus.ids.length,
       modes: evalCfg.modes, max_length: evalCfg.max_length, query_max_length: evalCfg.query_max_length ?? null,
     },
+    ...(ablations && { ablations }),
     wall_s: Math.round((performance.now() - t0) / 100) / 10,
   };
   writeFileAtomic(path.join(out, 'results.json'), JSON.stringify(res, null, 2) + '\n');
-  write(`\n${formatSummary(results, evalCfg.modes)}`);
+  write(`\n${formatNdcgTable('nDCG@10 by stage and mode', 'stage', results.map((s) => ({ name: s.name, modes: ndcgByMode(s.modes) })), evalCfg.modes)}`);
+  if (ablations) {
+    const rows = Object.entries(ablations).flatMap(([a, x]) => [{ name: `${a}: with`, modes: x.with }, { name: `${a}: without`, modes: x.without }]);
+    write(`\n${formatNdcgTable('nDCG@10 with and without each ablated part', 'ablation', rows, evalCfg.modes)}`);
+  }
   const report = writeReport(out);
   process.stderr.write(`demo: ${path.join(out, 'results.json')}, ${report}; final model ${finalModel}\n`);
   return res;

@@ -28,6 +28,14 @@ const PIPELINE_SCHEMA = {
 
 export interface StageRun { name: string; config: StageConfig; result: RunResult | null }
 
+/** A run of the pipeline's later stages only (the demo's ablation arms): stages before `index` are not run. */
+export interface StartAt {
+  /** The first stage to run (0-based); stage dirs keep their numbers (OUT/<index+1>-<stage>). */
+  index: number;
+  /** Overrides of that stage in place of `model.init=<previous final>`: where it starts, and what else changes. */
+  sets: string[];
+}
+
 /** Runs one stage config. */
 export function runStage(cfg: StageConfig, opts: { resume?: boolean; stopAfter?: number }): Promise<RunResult> {
   return cfg.stage === 'retromae' ? runPretrain(cfg, opts) : runFinetune(cfg, opts);
@@ -36,16 +44,18 @@ export function runStage(cfg: StageConfig, opts: { resume?: boolean; stopAfter?:
 /**
  * The pipeline's stage configs, resolved as `runPipeline` runs them: `sets` apply to every stage
  * (`train.max_steps=5`) or, prefixed by a stage's name, to that one (`unified:train.max_steps=5`); each
- * stage writes OUT/<n>-<stage> and starts from the previous stage's `final`.
+ * stage writes OUT/<n>-<stage> and starts from the previous stage's `final` (or as `from` says).
  */
-export function pipelineStages(file: string, sets: string[]): StageConfig[] {
+export function pipelineStages(file: string, sets: string[], from?: StartAt): StageConfig[] {
   const globalSets = sets.filter((s) => !/^[a-z]+:/.test(s));
   const outSet = globalSets.filter((s) => s.startsWith('output_dir='));
   const p = loadConfig<Infer<typeof PIPELINE_SCHEMA>>(file, PIPELINE_SCHEMA, outSet).config;
   const base = path.dirname(path.resolve(file));
   const configs: StageConfig[] = [];
   let previous: string | null = null;
+  if (from && !(from.index >= 0 && from.index < p.stages.length)) throw new UserError(`${file}: no stage ${from.index + 1} to start from (${p.stages.length} stages)`);
   for (const [i, s] of p.stages.entries()) {
+    if (from && i < from.index) continue;
     const stageFile = path.resolve(base, s.config);
     const probe = readYamlConfig(stageFile).value;
     const name = String(probe.stage);
@@ -55,7 +65,8 @@ export function pipelineStages(file: string, sets: string[]): StageConfig[] {
       ...sets.filter((x) => x.startsWith(`${name}:`)).map((x) => x.slice(name.length + 1)),
       `output_dir=${path.resolve(p.output_dir, `${i + 1}-${name}`)}`,
     ];
-    if (previous) stageSets.push(`model.init=${previous}`);
+    if (i === from?.index) stageSets.push(...from.sets);
+    else if (previous) stageSets.push(`model.init=${previous}`);
     const cfg = loadStageConfig(stageFile, stageSets);
     if (previous && cfg.model.init !== previous) throw new UserError(`${stageFile}: could not point model.init at the previous stage`);
     configs.push(cfg);
@@ -64,12 +75,16 @@ export function pipelineStages(file: string, sets: string[]): StageConfig[] {
   return configs;
 }
 
-/** Runs the stages of `pipelineStages(file, sets)` in order. `onStage` runs after each stage (the demo evaluates there). */
+/**
+ * Runs the stages of `pipelineStages(file, sets, opts.from)` in order. `onStage` runs after each stage (the
+ * demo evaluates there); `index` is the stage's place in the pipeline.
+ */
 export async function runPipeline(
-  file: string, sets: string[], opts: { resume?: boolean; onStage?: (run: StageRun, index: number) => Promise<void> } = {},
+  file: string, sets: string[], opts: { resume?: boolean; from?: StartAt; onStage?: (run: StageRun, index: number) => Promise<void> } = {},
 ): Promise<StageRun[]> {
   const runs: StageRun[] = [];
-  for (const [i, cfg] of pipelineStages(file, sets).entries()) {
+  for (const [j, cfg] of pipelineStages(file, sets, opts.from).entries()) {
+    const i = j + (opts.from?.index ?? 0);
     const name = cfg.stage;
     let result: RunResult | null = null;
     if (isFinished(cfg.output_dir)) process.stderr.write(`pipeline: stage ${i + 1} (${name}) already finished; skipping\n`);

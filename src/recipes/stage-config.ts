@@ -42,8 +42,9 @@ export const SETTING_RULES: { key: string; inert: (c: StageConfig) => string | n
 
 export function loadStageConfig(file: string, sets: string[] = []): StageConfig {
   // `--set model.init=DIR` (and a pipeline's previous stage) replaces the file's starting point, from-scratch
-  // `model.config` included, rather than leaving it written and inert.
-  const overrides = sets.some((s) => s.startsWith('model.init=')) ? [...sets, 'model.config=null'] : sets;
+  // `model.config` included, rather than leaving it written and inert; `model.init=null` removes it instead.
+  const init = sets.filter((s) => s.startsWith('model.init=')).pop();
+  const overrides = init && init !== 'model.init=null' ? [...sets, 'model.config=null'] : sets;
   const { config: cfg, written, where } = loadConfig<StageConfig>(file, (w, at) => schemaOf(stageOf(w, at)), overrides);
   checkSettings(cfg, written, where);
   const base = path.dirname(path.resolve(file));

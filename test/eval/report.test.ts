@@ -37,7 +37,9 @@ beforeAll(() => {
   const stages = ['untrained', 'retromae', 'pairs', 'unified'].map((name, i) => ({
     name, ...metrics(0.1 + i / 50), modes: Object.fromEntries(MODES.map((m, j) => [m, metrics(0.05 + i / 50 + j / 100)])),
   }));
-  fs.writeFileSync(path.join(runDir, 'results.json'), JSON.stringify({ stages, final_model: path.join(runDir, '3-unified/final') }));
+  const ndcg = (x: number) => Object.fromEntries(MODES.map((m, j) => [m, x + j / 100]));
+  const ablations = { retromae: { with: ndcg(0.2), without: ndcg(0.15) }, self_distill: { with: ndcg(0.2), without: ndcg(0.18) } };
+  fs.writeFileSync(path.join(runDir, 'results.json'), JSON.stringify({ stages, final_model: path.join(runDir, '3-unified/final'), ablations }));
 });
 
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -54,6 +56,15 @@ test('charts: loss per stage with its terms, lr / throughput / grad norm across 
   const ndcg = charts.find((c) => c.id === 'results-ndcg10')!;
   expect(ndcg.labels).toEqual(['untrained', 'retromae', 'pairs', 'unified']);
   expect(ndcg.datasets.map((d) => d.label)).toEqual(MODES);
+});
+
+test('tables: evaluation per stage and mode, ablations with and without, stages with what their times measure', () => {
+  const html = fs.readFileSync(writeReport(runDir), 'utf8');
+  const ablations = html.match(/<table id="ablations">.*?<\/table>/s)![0];
+  expect(ablations.match(/<tr>/g)).toHaveLength(5); // head + 2 ablations × with/without
+  expect(ablations).toMatch(/<td rowspan="2">retromae<\/td><td class="text">with<\/td><td>0\.2000<\/td>/);
+  expect(ablations).toMatch(/<td class="text">without<\/td><td>0\.1800<\/td>(<td>0\.\d{4}<\/td>){4}<\/tr>/);
+  expect(html).toContain('training time (s)</span>');
 });
 
 test('a dir without metrics or results is one clear error', () => {
@@ -83,6 +94,23 @@ describe('in headless Chromium', () => {
 
   afterAll(async () => {
     await browser?.close();
+  });
+
+  test('the evaluation table fits a 1280 px wide window without scrolling the page', async () => {
+    const file = writeReport(runDir);
+    const page = await browser.newPage();
+    await page.setViewportSize({ width: 1280, height: 800 });
+    await page.goto('file://' + file, { waitUntil: 'load' });
+    const box = await page.evaluate(() => ({
+      table: document.getElementById('evaluation')!.getBoundingClientRect().right,
+      columns: document.querySelectorAll('#evaluation tr:last-child td').length,
+      page: document.documentElement.scrollWidth,
+      window: document.documentElement.clientWidth,
+    }));
+    await page.close();
+    expect(box.columns).toBe(1 + 3 * MODES.length);
+    expect(box.table).toBeLessThanOrEqual(box.window);
+    expect(box.page).toBeLessThanOrEqual(box.window);
   });
 
   test.each([['a pipeline run with results.json', () => runDir], ['a single stage', () => path.join(runDir, '3-unified')]])('%s renders every chart without errors', async (_, dir) => {

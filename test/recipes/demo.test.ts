@@ -1,14 +1,15 @@
 /**
  * `m3 demo` on a reduced setting: the tiny pipeline (2 steps a stage) with a small slice of the demo's
  * NFCorpus dev folder, through the library and through the CLI. results.json has the documented shape,
- * the report is written, and a rerun skips the stages and reuses their evaluations.
+ * the report is written, and a rerun skips the stages and reuses their evaluations; `--ablations` adds two
+ * arms beside the stages, reused the same way.
  */
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as zlib from 'zlib';
 import { useBackend } from '../../src/backend';
-import { DemoResults, runDemo } from '../../src/recipes/demo';
+import { ablationArms, DemoResults, runDemo } from '../../src/recipes/demo';
 import { pipelineStages } from '../../src/recipes/pipeline';
 import { disposeModel, hasHeads, loadModel } from '../../src/model/m3';
 import { runCli } from '../helpers/cli';
@@ -84,6 +85,49 @@ test('the demo evaluates before training and after each stage, and a rerun reuse
   const again = await runDemo({ ...opts, write: () => undefined });
   expect(again.stages.map((s) => s.modes)).toEqual(r.stages.map((s) => s.modes));
   expect(fs.statSync(path.join(out, '3-unified/final')).mtimeMs).toBe(mtime);
+});
+
+test('m3 demo --ablations: two arms in OUT/ablations, evaluated alike, the demo\'s stages untouched; a rerun reuses everything', () => {
+  // the first test's run: its stages and evaluations are reused, only the arms train and are evaluated
+  const out = path.join(tmp, 'run');
+  const pipeline = path.join(ROOT, 'configs/tiny/pipeline.yaml');
+  const stageDirs = ['1-retromae', '2-pairs', '3-unified'].map((d) => path.join(out, d));
+  const before = stageDirs.map((d) => [fs.readFileSync(path.join(d, 'finished.json'), 'utf8'), fs.statSync(path.join(d, 'final')).mtimeMs]);
+  const args = ['demo', '--ablations', '--config', 'configs/tiny/pipeline.yaml', '--eval', evalYaml, '--output-dir', out, '--set', 'train.max_steps=2'];
+  const r = runCli(args);
+  expect(r.stderr).not.toMatch(/error/);
+  expect(r.code).toBe(0);
+  expect(r.stderr.match(/demo: evaluating/g)).toHaveLength(2);
+  expect(r.stdout).toMatch(/nDCG@10 with and without each ablated part\nablation +dense +sparse +colbert +dense\+sparse +all\nretromae: with( +0\.\d{4}){5}\nretromae: without( +0\.\d{4}){5}\nself_distill: with/);
+  const res = JSON.parse(fs.readFileSync(path.join(out, 'results.json'), 'utf8')) as DemoResults;
+  expect(Object.keys(res.ablations!)).toEqual(['retromae', 'self_distill']);
+  for (const a of Object.values(res.ablations!)) {
+    expect(a.with).toEqual(Object.fromEntries(MODES.map((m) => [m, res.stages[3].modes[m as 'all']!['ndcg@10']])));
+    expect(Object.keys(a.without)).toEqual(MODES);
+    for (const v of Object.values(a.without)) expect(v >= 0 && v <= 1 && Math.round(v * 1e4) === v * 1e4).toBe(true);
+  }
+  for (const d of ['no-retromae/2-pairs', 'no-retromae/3-unified', 'no-self-distill/3-unified']) {
+    expect(JSON.parse(fs.readFileSync(path.join(out, 'ablations', d, 'finished.json'), 'utf8')).steps).toBe(2);
+  }
+  expect(fs.existsSync(path.join(out, 'ablations/no-self-distill/2-pairs'))).toBe(false);
+  const lastRow = (d: string) => JSON.parse(fs.readFileSync(path.join(out, d, 'metrics.jsonl'), 'utf8').trim().split('\n').pop()!);
+  expect(lastRow('3-unified')).toHaveProperty('loss_selfDistill');
+  expect(lastRow('ablations/no-self-distill/3-unified')).not.toHaveProperty('loss_selfDistill');
+  expect(stageDirs.map((d) => [fs.readFileSync(path.join(d, 'finished.json'), 'utf8'), fs.statSync(path.join(d, 'final')).mtimeMs])).toEqual(before);
+  // where each arm starts: stage 1's from-scratch start, and the demo's pairs model with self-distillation off
+  const stages = pipelineStages(pipeline, [`output_dir=${out}`]);
+  const [noRetromae, noDistill] = ablationArms(pipeline, stages).map((a) => pipelineStages(pipeline, [`output_dir=${path.join(out, 'ablations', a.dir)}`], a.from));
+  expect(noRetromae.map((c) => [c.stage, c.model.init, c.model.config, c.model.tokenizer])).toEqual([
+    ['pairs', undefined, stages[0].model.config, stages[0].model.tokenizer], ['unified', path.join(out, 'ablations/no-retromae/2-pairs/final'), undefined, stages[2].model.tokenizer]]);
+  expect(noDistill.map((c) => c.stage === 'unified' && [c.model.init, c.loss.use_self_distill])).toEqual([[path.join(out, '2-pairs/final'), false]]);
+  const html = fs.readFileSync(path.join(out, 'report.html'), 'utf8');
+  expect(html).toMatch(/<h2>Ablations<\/h2>.*<table id="ablations">.*<td rowspan="2">self_distill<\/td>/s);
+
+  const again = runCli(args);
+  expect(again.code).toBe(0);
+  expect(again.stderr).not.toContain('demo: evaluating');
+  expect(again.stderr.match(/already finished; skipping/g)).toHaveLength(6);
+  expect(JSON.parse(fs.readFileSync(path.join(out, 'results.json'), 'utf8')).ablations).toEqual(res.ablations);
 });
 
 test('m3 demo on the command line: tables on stdout, results.json and report.html', () => {

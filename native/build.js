@@ -36,7 +36,8 @@ function nodeDir() {
 function upToDate(lib) {
   if (process.env.M3_TORCH_REBUILD || !fs.existsSync(output)) return false;
   const built = fs.statSync(output).mtimeMs;
-  const inputs = [path.join(here, 'src', 'addon.cc'), path.join(here, 'binding.gyp'), path.join(lib, 'libtorch_cpu.so')];
+  const sources = fs.readdirSync(path.join(here, 'src')).map((f) => path.join(here, 'src', f));
+  const inputs = [...sources, path.join(here, 'binding.gyp'), path.join(here, 'locate-libtorch.js'), path.join(lib, 'libtorch_cpu.so')];
   return inputs.every((f) => fs.existsSync(f) && fs.statSync(f).mtimeMs < built);
 }
 

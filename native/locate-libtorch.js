@@ -18,6 +18,23 @@ function candidates() {
   return out;
 }
 
+/**
+ * c10d's collectives are compiled in when their headers are there: Gloo's (Debian's libgloo-dev, or the
+ * copy a pip torch ships in include/) for CPU, and NCCL's beside a CUDA libtorch (nccl.h in the include
+ * dirs, or $NCCL_INCLUDE_DIR).
+ */
+function distDefines(found) {
+  const c10d = path.join(found.include, 'torch', 'csrc', 'distributed', 'c10d');
+  const gloo = [found.include, '/usr/include', '/usr/local/include'].some((d) => fs.existsSync(path.join(d, 'gloo', 'algorithm.h')));
+  if (!gloo || !fs.existsSync(path.join(c10d, 'ProcessGroupGloo.hpp'))) return [];
+  const defines = ['M3_DIST_GLOO', 'USE_C10D_GLOO'];
+  const ncclDirs = [process.env.NCCL_INCLUDE_DIR, found.include, '/usr/include', '/usr/local/cuda/include'].filter(Boolean);
+  if (found.cuda && fs.existsSync(path.join(c10d, 'ProcessGroupNCCL.hpp')) && ncclDirs.some((d) => fs.existsSync(path.join(d, 'nccl.h')))) {
+    defines.push('M3_DIST_NCCL', 'USE_C10D_NCCL');
+  }
+  return defines;
+}
+
 /** { include, lib, cuda } or null when no libtorch headers + libraries are found. */
 function locate() {
   for (const c of candidates()) {
@@ -28,15 +45,16 @@ function locate() {
   return null;
 }
 
-module.exports = { locate };
+module.exports = { locate, distDefines };
 
-// `node locate-libtorch.js include|lib|libs` prints one value for binding.gyp.
+// `node locate-libtorch.js include|lib|libs|defines` prints one value for binding.gyp.
 if (require.main === module) {
   const found = locate();
   if (!found) process.exit(1);
   const what = process.argv[2];
   if (what === 'include') console.log([found.include, path.join(found.include, 'torch', 'csrc', 'api', 'include')].join(' '));
   else if (what === 'lib') console.log(found.lib);
+  else if (what === 'defines') console.log(distDefines(found).join(' '));
   else if (what === 'libs') {
     // --no-as-needed keeps libtorch_cuda loaded although nothing references it directly: it registers
     // the CUDA kernels at load time.

@@ -11,6 +11,8 @@
 
 #include <napi.h>
 
+#include "handles.h"
+
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -28,7 +30,7 @@
 #include <unordered_map>
 #include <vector>
 
-namespace {
+namespace m3 {
 
 // ---- handle table -------------------------------------------------------------------------------------
 // Slots are reused through a free list so ids stay small; slot 0 is never used (0 reads as "no tensor").
@@ -73,6 +75,17 @@ const at::Tensor& Lookup(Napi::Env env, const Napi::Value& v) {
     throw Napi::Error::New(env, e.what());
   }
 }
+
+}  // namespace m3
+
+namespace {
+
+using m3::Lookup;
+using m3::Rethrow;
+using m3::Store;
+using m3::g_tensors;
+using m3::g_free;
+using m3::g_live;
 
 // ---- CPU memory: a caching allocator for large blocks ------------------------------------------------------
 // libtorch's CPU allocator hands every block to malloc, which maps blocks of more than a few MB freshly
@@ -542,6 +555,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("version", Napi::Function::New(env, Version));
   exports.Set("cudaAvailable", Napi::Function::New(env, CudaAvailable));
   exports.Set("dtypeCodes", DtypeCodes(env));
+  m3::RegisterDist(env, exports);
   return exports;
 }
 

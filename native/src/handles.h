@@ -1,0 +1,28 @@
+// What the addon's translation units share: the tensor handle table (addon.cc) and the C++ → JS error
+// conversion. dist.cc (the c10d collectives) registers its exports through RegisterDist.
+#pragma once
+
+#include <napi.h>
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace m3 {
+
+extern std::vector<at::Tensor> g_tensors;
+extern std::vector<int32_t> g_free;
+extern int64_t g_live;
+
+// Puts a tensor in the handle table and returns its id.
+int32_t Store(at::Tensor t);
+// The tensor behind a JS handle; a JS error for anything else.
+const at::Tensor& Lookup(Napi::Env env, const Napi::Value& v);
+// Call inside a catch block: rethrows the active exception as a JS error without the C++ backtrace.
+[[noreturn]] void Rethrow(Napi::Env env);
+
+// Adds the distributed exports (dist.cc): always present, reporting "not built" when c10d is not compiled in.
+void RegisterDist(Napi::Env env, Napi::Object exports);
+
+}  // namespace m3

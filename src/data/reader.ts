@@ -324,13 +324,36 @@ function positionAt(epoch: number, batch: number, batchesPerEpoch: number): Posi
   return batch >= batchesPerEpoch ? { epoch: epoch + 1, batch: 0 } : { epoch, batch };
 }
 
-/** This rank's batch at p: its slice of the global batch, read through the cache, assembled by kind. */
+/**
+ * This rank's batch at p: its slice of the global batch, read through the cache, assembled by kind. With
+ * several ranks the whole global batch is assembled and sliced, so every rank pads to the global batch's
+ * longest sequence and uses its group size and teacher-score presence: the rows are exactly those one
+ * process with the global batch would see (dropout masks depend on the padded length).
+ */
 async function readBatch(p: Position, plan: EpochPlan, streams: Stream[], chunks: ChunkCache, cfg: Settings): Promise<DataBatch> {
   const s = streams[plan.order[p.batch]];
   const [start, count] = sliceOf(s, plan.indexInStream[p.batch], cfg);
-  const examples = await loadExamples(s, p.epoch, plan, start, count, chunks);
-  const base: BatchBase = { dataset: s.dataset.name, bucket: s.bucket, size: count, position: { ...p } };
-  return cfg.kind === 'pretrain' ? pretrainBatch(s, examples, base, cfg) : pairBatch(s, examples, base, p.epoch, cfg);
+  const globalStart = start - cfg.rank * count;
+  const total = count * cfg.worldSize;
+  const examples = await loadExamples(s, p.epoch, plan, globalStart, total, chunks);
+  const base: BatchBase = { dataset: s.dataset.name, bucket: s.bucket, size: total, position: { ...p } };
+  const all = cfg.kind === 'pretrain' ? pretrainBatch(s, examples, base, cfg) : pairBatch(s, examples, base, p.epoch, cfg);
+  return cfg.worldSize === 1 ? all : rowsOf(all, cfg.rank * count, count);
+}
+
+/** Rows [first, first + n) of an assembled batch (a pairs batch's passages and teacher scores follow its queries). */
+function rowsOf(b: DataBatch, first: number, n: number): DataBatch {
+  if (b.kind === 'pretrain') return { ...b, size: n, inputIds: sliceRows(b.inputIds, first, n) };
+  const g = b.groupSize;
+  return {
+    ...b, size: n, queries: sliceRows(b.queries, first, n), passages: sliceRows(b.passages, first * g, n * g),
+    teacherScores: b.teacherScores ? b.teacherScores.slice(first * g, (first + n) * g) : null,
+  };
+}
+
+function sliceRows(t: TokenBatch, first: number, n: number): TokenBatch {
+  const l = t.length;
+  return { inputIds: t.inputIds.slice(first * l, (first + n) * l), attentionMask: t.attentionMask.slice(first * l, (first + n) * l), batch: n, length: l };
 }
 
 /**

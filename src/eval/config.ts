@@ -92,9 +92,11 @@ export function flattenResults(results: EvalResults, prefix = 'eval'): Record<st
 
 /** A stage's `evaluate` hook: the BEIR dev evaluation when due, its flat metrics and selection score. */
 export function stageEvaluator(model: M3Model, cfg: EvalConfig) {
-  return async (step: number, total: number): Promise<{ metrics: Record<string, number>; score: number } | null> => {
-    if (!evalDue(cfg, step, total)) return null;
-    const results = await evaluateBeir(model, cfg.data!, evalOptions(cfg));
-    return { metrics: flattenResults(results), score: selectionScore(cfg, results) };
+  return {
+    due: (step: number, total: number) => evalDue(cfg, step, total),
+    run: async (): Promise<{ metrics: Record<string, number>; score: number }> => {
+      const results = await evaluateBeir(model, cfg.data!, evalOptions(cfg));
+      return { metrics: flattenResults(results), score: selectionScore(cfg, results) };
+    },
   };
 }

@@ -5,7 +5,7 @@
  */
 import { EVAL_SCHEMA } from '../eval/config';
 import { DEFAULT_ENSEMBLE_WEIGHTS, HeadWeights } from '../losses/ensemble-score';
-import { DEFAULT_LOSS_WEIGHTS } from '../losses/m3-loss';
+import { CROSS_DEVICE_MODES, DEFAULT_LOSS_WEIGHTS } from '../losses/m3-loss';
 import { HEADS_MODEL_SCHEMA } from '../model/schema';
 import { TRAIN_SCHEMA } from '../train/config';
 import { Infer, Schema } from '../util/schema';
@@ -45,6 +45,8 @@ export function finetuneSchema(stage: 'pairs' | 'unified') {
       kd_loss_type: { type: 'enum', values: ['kl_div', 'm3_kd_loss'], default: 'kl_div' },
       ensemble_weights: { type: 'object', fields: headWeights(DEFAULT_ENSEMBLE_WEIGHTS) },
       loss_weights: { type: 'object', fields: headWeights(DEFAULT_LOSS_WEIGHTS) },
+      negatives_cross_device: { type: 'bool', default: false, doc: 'in-batch negatives from every data-parallel rank (FlagEmbedding\'s negatives_cross_device)' },
+      negatives_cross_device_modes: { type: 'list', of: { type: 'enum', values: CROSS_DEVICE_MODES }, minItems: 1, default: ['dense'], doc: 'heads whose losses share negatives across ranks; FlagEmbedding: dense only' },
     } },
     train: { type: 'object', fields: {
       ...TRAIN_SCHEMA,

@@ -28,6 +28,11 @@ export interface M3StepOptions {
   subBatchSize: number;
   /** Dropout on (training) with seeds derived from this; undefined = no dropout. */
   seed?: number;
+  /**
+   * Where this batch's rows sit in the global batch (data parallel: rank × per-rank rows): dropout masks
+   * are drawn per global row, so N ranks draw the masks one process with the global batch would.
+   */
+  rowOffset?: { queries: number; passages: number };
 }
 
 export interface M3StepResult {
@@ -61,6 +66,7 @@ export function m3Step(model: M3Model, batch: M3Batch, o: M3StepOptions): M3Step
   // one seed per stream; dropout masks are drawn per row (see Dropout), so sub-batching does not change them
   const seedFor = (stream: number) => (o.seed === undefined ? undefined : deriveSeed(o.seed, stream));
   const sub = o.subBatchSize > 0 ? o.subBatchSize : Infinity;
+  const offset = o.rowOffset ?? { queries: 0, passages: 0 };
   const qChunks = Math.ceil(B / Math.min(sub, B));
   const pChunks = Math.ceil(batch.passages.batch / Math.min(sub, batch.passages.batch));
   try {
@@ -70,8 +76,8 @@ export function m3Step(model: M3Model, batch: M3Batch, o: M3StepOptions): M3Step
       const trainable = [...params.values()].filter((v) => v.trainable);
       const { value, grads } = tf.variableGrads(() => {
         const out = m3Loss({
-          queryHidden: encoderForward(model.config, params, batch.queries, { dropoutSeed: seedFor(0) }),
-          passageHidden: encoderForward(model.config, params, batch.passages, { dropoutSeed: seedFor(1) }),
+          queryHidden: encoderForward(model.config, params, batch.queries, { dropoutSeed: seedFor(0), dropoutRowOffset: offset.queries }),
+          passageHidden: encoderForward(model.config, params, batch.passages, { dropoutSeed: seedFor(1), dropoutRowOffset: offset.passages }),
           queries: batch.queries, passages: batch.passages,
         }, hasHeadParams ? headsFromParams(params) : null, lossOpts);
         parts = Object.fromEntries(Object.entries(termsToParts(out.terms as never)).map(([k, v]) => [k, tf.keep(v.clone())]));
@@ -79,10 +85,10 @@ export function m3Step(model: M3Model, batch: M3Batch, o: M3StepOptions): M3Step
       }, trainable);
       return { loss: value, grads: renameGrads(params, grads), parts };
     }
-    const chunked = (b: TokenBatch, stream: number, n: number) => ({
+    const chunked = (b: TokenBatch, stream: number, n: number, rows: number) => ({
       chunks: Math.ceil(b.batch / n),
       encode: (i: number): Reps => ({
-        h: encoderForward(model.config, params, sliceBatch(b, i * n, Math.min(n, b.batch - i * n)), { dropoutSeed: seedFor(stream), dropoutRowOffset: i * n }),
+        h: encoderForward(model.config, params, sliceBatch(b, i * n, Math.min(n, b.batch - i * n)), { dropoutSeed: seedFor(stream), dropoutRowOffset: rows + i * n }),
       }),
     });
     const lossBatch = (reps: Record<string, Reps>) => ({
@@ -90,7 +96,7 @@ export function m3Step(model: M3Model, batch: M3Batch, o: M3StepOptions): M3Step
     });
     const r = gradCacheStep(
       params,
-      { q: chunked(batch.queries, 0, Math.min(sub, B)), p: chunked(batch.passages, 1, Math.min(sub, batch.passages.batch)) },
+      { q: chunked(batch.queries, 0, Math.min(sub, B), offset.queries), p: chunked(batch.passages, 1, Math.min(sub, batch.passages.batch), offset.passages) },
       (reps, consts, lp) => {
         const scores = m3Scores(lossBatch(reps), hasHeadParams ? headsFromParams(lp) : null, lossOpts);
         const terms = m3LossFromScores(scores, { ...lossOpts, selfDistillTeacher: consts.teacher as tf.Tensor2D | undefined });

@@ -8,6 +8,9 @@ import { openDataset, PairBatch } from '../data';
 import { BUCKETS } from '../data/manifest';
 import { stageEvaluator } from '../eval/config';
 import { addHeads, applyFreezing, disposeModel, extendPositions, loadOrInitModel, saveModel } from '../model/m3';
+import { allGatherConst, allGatherRows, Group } from '../backend/dist';
+import { CrossDevice } from '../losses/m3-loss';
+import { isRestart, joinProcessGroup, manifestsOf, rank0First } from '../train/distributed';
 import { RunOptions, RunResult, runTraining, Stage } from '../train/trainer';
 import { stageDatasets } from '../train/stage-data';
 import { check } from '../util/errors';
@@ -20,9 +23,12 @@ export function unifiedHeadSpec(cfg: FinetuneConfig): { colbertDim: number; seed
 }
 
 export async function runFinetune(cfg: FinetuneConfig, opts: Omit<RunOptions, 'outputDir'>): Promise<RunResult> {
-  const model = loadOrInitModel(cfg.model, cfg.train.seed, cfg.output_dir);
   const unified = cfg.loss.unified_finetuning;
   check(!cfg.loss.use_self_distill || unified, `${cfg.output_dir}: loss.use_self_distill needs loss.unified_finetuning (the ensemble is the teacher)`);
+  check(unified || cfg.loss.negatives_cross_device_modes.every((m) => m === 'dense'), `${cfg.output_dir}: loss.negatives_cross_device_modes lists sparse or colbert, which need loss.unified_finetuning`);
+  const group = joinProcessGroup(cfg.train.dist_timeout_s);
+  check(!cfg.loss.negatives_cross_device || group !== null, `${cfg.output_dir}: loss.negatives_cross_device needs data-parallel training (torchrun, Slurm or m3 train --nproc-per-node N), as in FlagEmbedding`);
+  const model = loadOrInitModel(cfg.model, cfg.train.seed, cfg.output_dir);
   if (cfg.model.extend_positions) extendPositions(model.config, model.params, cfg.model.extend_positions);
   if (unified) {
     const heads = unifiedHeadSpec(cfg);
@@ -30,16 +36,17 @@ export async function runFinetune(cfg: FinetuneConfig, opts: Omit<RunOptions, 'o
   }
   applyFreezing(model, { fixEncoder: cfg.train.fix_encoder, fixPositionEmbedding: cfg.train.fix_position_embedding });
   const tok = model.tokenizer!;
-  const dirs = await stageDatasets(cfg.data.train, cfg.model.tokenizer ?? cfg.model.init!, {
+  const dirs = await rank0First(group, 'preparing the training data', () => stageDatasets(cfg.data.train, cfg.model.tokenizer ?? cfg.model.init!, {
     format: cfg.stage === 'pairs' ? 'pairs' : 'finetune',
     queryMaxLen: cfg.data.query_max_len, passageMaxLen: cfg.data.passage_max_len, skipInvalid: cfg.data.skip_invalid,
     smallThreshold: cfg.data.small_threshold, dropThreshold: cfg.data.drop_threshold,
-  }, cfg.data.cache_dir);
+  }, cfg.data.cache_dir));
   const batchSize = Object.fromEntries(BUCKETS.map((b) => [b, cfg.data.batch_size_by_bucket[b] ?? cfg.data.batch_size]));
   const reader = await openDataset(dirs, {
     seed: cfg.train.seed, batchSize, trainGroupSize: cfg.data.train_group_size, shuffleRatio: cfg.data.shuffle_ratio,
-    padToMultipleOf: cfg.data.pad_to_multiple_of || undefined, tokenizer: tok,
+    padToMultipleOf: cfg.data.pad_to_multiple_of || undefined, tokenizer: tok, rank: group?.rank ?? 0, worldSize: group?.worldSize ?? 1,
   });
+  const crossDevice = cfg.loss.negatives_cross_device && group ? crossDeviceOf(group, cfg.loss.negatives_cross_device_modes) : undefined;
   // FlagEmbedding zeroes CLS, EOS, PAD and UNK in the sparse vectors (not MASK).
   const specialTokenIds = [tok.clsId, tok.sepId, tok.padId, tok.unkId];
   const dropout = model.config.hiddenDropout > 0 || model.config.attentionDropout > 0;
@@ -66,22 +73,33 @@ export async function runFinetune(cfg: FinetuneConfig, opts: Omit<RunOptions, 'o
           specialTokenIds,
           ensembleWeights: cfg.loss.ensemble_weights,
           lossWeights: cfg.loss.loss_weights,
+          crossDevice,
         },
         subBatchSize: cfg.train.sub_batch_size,
         seed: dropout ? ctx.seed : undefined,
+        rowOffset: { queries: (group?.rank ?? 0) * batch.queries.batch, passages: (group?.rank ?? 0) * batch.passages.batch },
       });
       const tokens = count(batch.queries.attentionMask) + count(batch.passages.attentionMask);
       return { loss: r.loss, grads: r.grads, parts: r.parts, tokens };
     },
     saveFinal: (dir) => saveModel(model, dir),
     evaluate: stageEvaluator(model, cfg.eval),
+    identity: { config: cfg, data: manifestsOf(dirs) },
   };
   try {
-    return await runTraining(stage, cfg.train, { ...opts, outputDir: cfg.output_dir });
+    return await runTraining(stage, cfg.train, { ...opts, resume: opts.resume || isRestart(), outputDir: cfg.output_dir });
   } finally {
     await reader.close();
     disposeModel(model);
   }
+}
+
+function crossDeviceOf(group: Group, modes: CrossDevice['modes']): CrossDevice {
+  return {
+    modes, rank: group.rank, worldSize: group.worldSize,
+    gatherRows: (x) => allGatherRows(x, 'the cross-device all_gather'),
+    gatherConst: (x) => allGatherConst(x, 'the cross-device all_gather').gathered,
+  };
 }
 
 function count(mask: Int32Array): number {

@@ -102,6 +102,8 @@ export interface RetroMaeForwardOptions {
   decoderPrefix?: string;
   /** Dropout on when set (training); the decoder draws from a stream of its own. */
   dropoutSeed?: number;
+  /** Global index of the batch's first row (data parallel), as masks are drawn per row. */
+  dropoutRowOffset?: number;
 }
 
 export interface RetroMaeHidden {
@@ -152,10 +154,10 @@ export function retroMaeForward(cfg: EncoderConfig, params: Params, batch: Retro
   const [b, l] = [decoder.batch, decoder.length];
   if (batch.decoderAttentionMask.length !== b * l * l) throw new Error(`RetroMAE: decoder attention mask has ${batch.decoderAttentionMask.length} entries, want ${b}·${l}·${l}`);
   return tf.tidy(() => {
-    const hidden = encoderForward(cfg, params, encoder, { prefix, dropoutSeed: opts.dropoutSeed });
+    const hidden = encoderForward(cfg, params, encoder, { prefix, dropoutSeed: opts.dropoutSeed, dropoutRowOffset: opts.dropoutRowOffset });
     const d = cfg.hidden;
     const cls = tf.slice(hidden, [0, 0, 0], [b, 1, d]) as tf.Tensor3D;
-    const drop = new Dropout(opts.dropoutSeed === undefined ? undefined : opts.dropoutSeed + DECODER_SEED_OFFSET);
+    const drop = new Dropout(opts.dropoutSeed === undefined ? undefined : opts.dropoutSeed + DECODER_SEED_OFFSET, opts.dropoutRowOffset);
     const embOpts = { prefix };
     const content = embeddings(cfg, params, { ids: decoder }, embOpts, drop);
     const keyValue = tf.concat([cls, tf.slice(content, [0, 1, 0], [b, l - 1, d])], 1) as tf.Tensor3D;

@@ -14,7 +14,8 @@ import { createRng, deriveSeed } from '../util/rng';
 import { IGNORE, RetroMaeMasking, retroMaeExample } from './masking';
 
 /** RetroMAE inputs of a padded batch of packed blocks; row r draws from deriveSeed(seed, r). */
-export function retroMaeBatch(ids: TokenBatch, tok: Tokenizer, masking: RetroMaeMasking, seed: number): RetroMaeBatch {
+/** `rowOffset`: the global index of the first row (data parallel), since masks are drawn per row. */
+export function retroMaeBatch(ids: TokenBatch, tok: Tokenizer, masking: RetroMaeMasking, seed: number, rowOffset = 0): RetroMaeBatch {
   const { batch: B, length: L } = ids;
   const encIds = new Int32Array(B * L);
   const encLabels = new Int32Array(B * L).fill(IGNORE);
@@ -24,7 +25,7 @@ export function retroMaeBatch(ids: TokenBatch, tok: Tokenizer, masking: RetroMae
     const row = ids.inputIds.subarray(r * L, (r + 1) * L);
     let n = 0;
     while (n < L && ids.attentionMask[r * L + n]) n++;
-    const ex = retroMaeExample(Array.from(row.subarray(0, n)), tok, createRng(deriveSeed(seed, r)), masking);
+    const ex = retroMaeExample(Array.from(row.subarray(0, n)), tok, createRng(deriveSeed(seed, rowOffset + r)), masking);
     encIds.set(row, r * L);
     encIds.set(ex.encoder.inputIds, r * L);
     encLabels.set(ex.encoder.labels, r * L);

@@ -9,6 +9,7 @@ import { openDataset, PretrainBatch } from '../data';
 import { stageEvaluator } from '../eval/config';
 import { applyFreezing, disposeModel, extendPositions, loadOrInitModel, saveModel } from '../model/m3';
 import { encodeSafetensors, readSafetensors } from '../model/weights/safetensors';
+import { isRestart, joinProcessGroup, manifestsOf, rank0First } from '../train/distributed';
 import { renameGrads, RunOptions, RunResult, runTraining, Stage } from '../train/trainer';
 import { stageDatasets } from '../train/stage-data';
 import * as fs from 'fs';
@@ -19,14 +20,16 @@ import { retroMaeBatch, retroMaeObjective } from './retromae-step';
 import { decoderTensors, DECODER_FILE, encoderPrefix, retroMaeParams } from '../model/retromae';
 
 export async function runPretrain(cfg: PretrainConfig, opts: Omit<RunOptions, 'outputDir'>): Promise<RunResult> {
+  const group = joinProcessGroup(cfg.train.dist_timeout_s);
   const model = loadOrInitModel(cfg.model, cfg.train.seed, cfg.output_dir);
   if (cfg.model.extend_positions) extendPositions(model.config, model.params, cfg.model.extend_positions);
   applyFreezing(model, { fixPositionEmbedding: cfg.train.fix_position_embedding });
   const tok = model.tokenizer!;
   const savedDecoder = cfg.model.init && fs.existsSync(path.join(cfg.model.init, DECODER_FILE)) ? readSafetensors(path.join(cfg.model.init, DECODER_FILE)) : new Map();
   const params = retroMaeParams(model.config, model.params, savedDecoder, cfg.train.seed + 11);
-  const dirs = await stageDatasets(cfg.data.train, cfg.model.tokenizer ?? cfg.model.init!, { format: 'pretrain', maxLen: cfg.data.max_len, skipInvalid: cfg.data.skip_invalid }, cfg.data.cache_dir);
-  const reader = await openDataset(dirs, { seed: cfg.train.seed, batchSize: cfg.data.batch_size, tokenizer: tok });
+  const dirs = await rank0First(group, 'preparing the training data', () =>
+    stageDatasets(cfg.data.train, cfg.model.tokenizer ?? cfg.model.init!, { format: 'pretrain', maxLen: cfg.data.max_len, skipInvalid: cfg.data.skip_invalid }, cfg.data.cache_dir));
+  const reader = await openDataset(dirs, { seed: cfg.train.seed, batchSize: cfg.data.batch_size, tokenizer: tok, rank: group?.rank ?? 0, worldSize: group?.worldSize ?? 1 });
   const masking: RetroMaeMasking = { encoderRatio: cfg.masking.encoder_mlm_probability, decoderRatio: cfg.masking.decoder_mlm_probability, poolSize: cfg.masking.decoder_mask_pool };
   const dropout = model.config.hiddenDropout > 0 || model.config.attentionDropout > 0;
   const prefix = encoderPrefix(model.config);
@@ -38,11 +41,12 @@ export async function runPretrain(cfg: PretrainConfig, opts: Omit<RunOptions, 'o
     position: () => reader.position(),
     seek: (p) => reader.seek(p),
     micro: (batch, ctx) => {
-      const inputs = retroMaeBatch(batch.inputIds, tok, masking, ctx.seed);
+      const rowOffset = (group?.rank ?? 0) * batch.inputIds.batch;
+      const inputs = retroMaeBatch(batch.inputIds, tok, masking, ctx.seed, rowOffset);
       const trainable = [...params.values()].filter((v) => v.trainable);
       let parts: Record<string, tf.Scalar> = {};
       const { value, grads } = tf.variableGrads(() => {
-        const out = retroMaeObjective(model.config, params, inputs, { encoderPrefix: prefix, dropoutSeed: dropout ? ctx.seed : undefined });
+        const out = retroMaeObjective(model.config, params, inputs, { encoderPrefix: prefix, dropoutSeed: dropout ? ctx.seed : undefined, dropoutRowOffset: rowOffset });
         parts = { loss_encoder: tf.keep(out.encoderLoss.clone()), loss_decoder: tf.keep(out.decoderLoss.clone()) };
         return out.loss;
       }, trainable);
@@ -52,9 +56,10 @@ export async function runPretrain(cfg: PretrainConfig, opts: Omit<RunOptions, 'o
     },
     saveFinal: (dir) => saveModel(model, dir, { [DECODER_FILE]: encodeSafetensors(decoderTensors(params, model.config)) }),
     evaluate: stageEvaluator(model, cfg.eval),
+    identity: { config: cfg, data: manifestsOf(dirs) },
   };
   try {
-    return await runTraining(stage, cfg.train, { ...opts, outputDir: cfg.output_dir });
+    return await runTraining(stage, cfg.train, { ...opts, resume: opts.resume || isRestart(), outputDir: cfg.output_dir });
   } finally {
     await reader.close();
     for (const [k, v] of params) if (!k.startsWith(prefix)) v.dispose();

@@ -34,6 +34,7 @@ export const SETTING_RULES: { key: string; inert: (c: StageConfig) => string | n
   })),
   { key: 'model.colbert_dim', inert: (c) => (c.stage !== 'retromae' && !c.loss.unified_finetuning ? 'loss.unified_finetuning is false (no heads are added)' : null) },
   { key: 'loss.self_distill_start_step', inert: (c) => (c.stage !== 'retromae' && !c.loss.use_self_distill ? 'loss.use_self_distill is false' : null) },
+  { key: 'loss.negatives_cross_device_modes', inert: (c) => (c.stage !== 'retromae' && !c.loss.negatives_cross_device ? 'loss.negatives_cross_device is false' : null) },
   { key: 'loss.kd_loss_type', inert: (c) => (c.stage !== 'retromae' && !c.data.knowledge_distillation ? 'data.knowledge_distillation is false (no teacher scores)' : null) },
   ...['split', 'modes', 'steps', 'max_queries', 'max_length', 'query_max_length', 'top_k', 'weights', 'batch_size', 'metric', 'metric_mode'].map((k) => ({
     key: `eval.${k}`, inert: (c: StageConfig) => (!c.eval.data ? 'eval.data is not set (evaluation is off)' : null),

@@ -20,6 +20,7 @@ export const TRAIN_SCHEMA = {
   log_steps: { type: 'int', default: 1, min: 1 },
   seed: { type: 'int', default: 42 },
   fix_position_embedding: { type: 'bool', default: false, doc: 'freeze position embeddings' },
+  dist_timeout_s: { type: 'int', default: 60, min: 1, doc: 'data parallel: longest wait for another rank (joining, each collective) before stopping with an error' },
 } as const satisfies Schema;
 
 /** What the training loop reads (the stage runners read the rest of their `train:` section). */

@@ -3,6 +3,11 @@
  * warmup/decay schedule, a NaN/∞ guard, checkpoints every `save_steps` (and at the end), exact resume,
  * graceful stop on SIGINT/SIGTERM, metrics.jsonl and a progress bar. A stage supplies the parameters,
  * the data and one micro-batch's loss + gradients; everything random derives from (seed, step, micro).
+ *
+ * Data parallel (a process group joined by the stage runner): each rank's gradients are averaged over
+ * ranks before clipping, the logged loss and gradient norm are global, a stop (signal) is agreed by all
+ * ranks at the same step, and rank 0 alone writes checkpoints, metrics, evaluations and the final model
+ * while the others wait at a barrier.
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -15,6 +20,8 @@ import { AdamW, adamwStep, clipGradNorm, createAdamW, disposeAdamW, exportAdamW,
 import { appendMetrics, isFinished, listCheckpoints, loadCheckpoint, markFinished, saveCheckpoint, truncateMetrics } from './checkpoint';
 import { TrainConfig } from './config';
 import { lrAt, warmupSteps } from './schedule';
+import { barrier, currentGroup, Group, LostRankError } from '../backend/dist';
+import { averageGradients, checkSameRun, sumOverRanks } from './distributed';
 
 export type { TrainConfig };
 import { toHost } from '../model/variables';
@@ -44,8 +51,10 @@ export interface Stage<B> {
   micro(batch: B, ctx: { step: number; micro: number; seed: number }): MicroResult;
   /** Writes the finished model to `dir` (HF layout). */
   saveFinal(dir: string): Promise<void>;
-  /** Optional evaluation after optimizer step `step`; null when none is due. `score` picks the best model. */
-  evaluate?(step: number, totalSteps: number): Promise<{ metrics: Record<string, number>; score: number } | null>;
+  /** Optional evaluation, run after optimizer steps where `due` says so (on rank 0). `score` picks the best model. */
+  evaluate?: { due(step: number, totalSteps: number): boolean; run(): Promise<{ metrics: Record<string, number>; score: number }> };
+  /** What every rank must share with rank 0 besides the parameters (checked at start under data parallelism). */
+  identity?: { config: unknown; data: string };
 }
 
 export interface RunOptions {
@@ -69,36 +78,60 @@ export async function runTraining<B>(stage: Stage<B>, cfg: TrainConfig, opts: Ru
     process.stderr.write(`${stage.name}: already finished (${finalDir}); nothing to do\n`);
     return { steps: 0, finalDir, stoppedEarly: false, alreadyFinished: true };
   }
-  ensureWritableDir(out);
+  const group = currentGroup();
+  const lead = !group || group.rank === 0;
+  if (lead) ensureWritableDir(out);
+  if (group) checkSameRun(group, stage.name, { config: stage.identity?.config ?? null, data: stage.identity?.data ?? '', params: stage.params });
   const { total, warmup } = planSteps(stage, cfg);
   const opt = createAdamW({ lr: cfg.learning_rate, betas: [cfg.adam_beta1, cfg.adam_beta2], eps: cfg.adam_epsilon, weightDecay: cfg.weight_decay });
-  const state = resumeOrStartFresh(stage, opt, out, opts.resume, total);
   const stop = watchStopSignals(stage.name);
-  const progress = new Progress(stage.name, total, 'step');
-  progress.update(state.step);
-  const run: Run<B> = { stage, cfg, out, opt, total, warmup, progress };
-  let stepsThisRun = 0;
+  const progress = new Progress(stage.name, total, 'step', lead);
+  const run: Run<B> = { stage, cfg, out, opt, total, warmup, progress, group, lead };
   try {
-    while (state.step < total) {
-      await trainStep(run, state);
-      stepsThisRun += 1;
-      if (cfg.save_steps > 0 && state.step % cfg.save_steps === 0) await checkpoint(run, state);
-      if (stop.requested() || (opts.stopAfter !== undefined && stepsThisRun >= opts.stopAfter)) {
-        await checkpoint(run, state);
-        progress.done();
-        if (stop.requested()) process.stderr.write(`${stage.name}: stopped at step ${state.step}; continue with the same command and --resume\n`);
-        return { steps: state.step, finalDir, stoppedEarly: true };
-      }
-    }
-    progress.done();
-    await checkpoint(run, state);
-    await stage.saveFinal(finalDir);
-    markFinished(out, { stage: stage.name, steps: state.step, final: finalDir });
-    return { steps: state.step, finalDir, stoppedEarly: false };
+    const state = resumeOrStartFresh(run, opts.resume);
+    progress.update(state.step);
+    return await trainSteps(run, state, finalDir, stop, opts.stopAfter);
+  } catch (e) {
+    if (!(e instanceof LostRankError)) throw e;
+    const good = listCheckpoints(out).pop();
+    throw new UserError(`${stage.name}: ${e.message}; ${good ? `last checkpoint: ${good.dir} (continue with --resume)` : 'no checkpoint was written yet'}`);
   } finally {
     stop.remove();
     disposeAdamW(opt);
   }
+}
+
+/** The loop proper: steps until max_steps, an agreed stop, or `stopAfter` steps in this process. */
+async function trainSteps<B>(run: Run<B>, state: LoopState, finalDir: string, stop: StopSignals, stopAfter?: number): Promise<RunResult> {
+  const { stage, cfg, out } = run;
+  let stepsThisRun = 0;
+  while (state.step < run.total) {
+    const stopping = await trainStep(run, state, stop.requested());
+    stepsThisRun += 1;
+    if (cfg.save_steps > 0 && state.step % cfg.save_steps === 0) await checkpoint(run, state);
+    if (stopping || (stopAfter !== undefined && stepsThisRun >= stopAfter)) {
+      await checkpoint(run, state);
+      run.progress.done();
+      if (stopping) process.stderr.write(`${stage.name}: stopped at step ${state.step}; continue with the same command and --resume\n`);
+      return { steps: state.step, finalDir, stoppedEarly: true };
+    }
+  }
+  run.progress.done();
+  await checkpoint(run, state);
+  if (run.lead) {
+    await stage.saveFinal(finalDir);
+    markFinished(out, { stage: stage.name, steps: state.step, final: finalDir });
+  }
+  if (run.group) barrier('the final save', ioWaitS(run.group));
+  return { steps: state.step, finalDir, stoppedEarly: false };
+}
+
+/**
+ * How long ranks wait at a barrier while rank 0 writes a checkpoint or evaluates: long, since a rank that
+ * dies meanwhile is noticed at once anyway (its connection closes); the bound only catches a silent hang.
+ */
+function ioWaitS(group: Group): number {
+  return Math.max(group.timeoutS, 3600);
 }
 
 /** What stays fixed for the whole run; the parts of the loop below share it. */
@@ -110,6 +143,9 @@ interface Run<B> {
   total: number;
   warmup: number;
   progress: Progress;
+  /** The process group under data parallelism, else null; `lead` is rank 0 (or the only process). */
+  group: Group | null;
+  lead: boolean;
 }
 
 /** Where the loop is: exactly what a checkpoint records besides weights, optimizer and data position. */
@@ -135,26 +171,40 @@ function planSteps<B>(stage: Stage<B>, cfg: TrainConfig): { total: number; warmu
  * Exact resume: weights, optimizer moments, counters, best score and data position come back from the
  * newest checkpoint, and metrics logged after it are dropped. A fresh run starts with empty metrics.
  */
-function resumeOrStartFresh<B>(stage: Stage<B>, opt: AdamW, out: string, resume: boolean | undefined, total: number): LoopState {
+function resumeOrStartFresh<B>(run: Run<B>, resume: boolean | undefined): LoopState {
+  const { stage, opt, out, total } = run;
   const ckpts = resume ? listCheckpoints(out) : [];
   if (!ckpts.length) {
-    if (resume) process.stderr.write(`${stage.name}: no checkpoint in ${out}; starting fresh\n`);
-    fs.rmSync(path.join(out, 'metrics.jsonl'), { force: true });
+    if (resume && run.lead) process.stderr.write(`${stage.name}: no checkpoint in ${out}; starting fresh\n`);
+    if (run.lead) fs.rmSync(path.join(out, 'metrics.jsonl'), { force: true });
     return { step: 0, micro: 0, best: -Infinity, lastSaved: -1 };
   }
   const ck = loadCheckpoint(ckpts[ckpts.length - 1].dir);
+  // A data position counts global batches of world × per-process rows: it means the same data only at the same world size.
+  const savedWorld = (ck.state.extra?.world_size as number | undefined) ?? 1;
+  const world = run.group?.worldSize ?? 1;
+  if (savedWorld !== world) {
+    throw new UserError(`${ck.dir}: written by a run of ${savedWorld} process(es); resume it with the same number (this run has ${world}), or start a new output_dir from its weights`);
+  }
   loadWeights(stage.params, ck.weights, ck.dir);
   importAdamW(opt, ck.state.step, ck.optimizer);
   const step = ck.state.step;
   const state: LoopState = { step, micro: ck.state.microStep, best: (ck.state.extra?.best as number | undefined) ?? -Infinity, lastSaved: step };
   stage.seek(ck.state.dataPosition as { epoch: number; batch: number });
-  truncateMetrics(out, step);
-  process.stderr.write(`${stage.name}: resuming from ${ck.dir} (step ${step} of ${total})\n`);
+  if (run.lead) {
+    truncateMetrics(out, step);
+    process.stderr.write(`${stage.name}: resuming from ${ck.dir} (step ${step} of ${total})\n`);
+  }
   return state;
 }
 
 /** SIGINT/SIGTERM let the current step finish and checkpoint instead of killing the process mid-write. */
-function watchStopSignals(name: string): { requested: () => boolean; remove: () => void } {
+interface StopSignals {
+  requested: () => boolean;
+  remove: () => void;
+}
+
+function watchStopSignals(name: string): StopSignals {
   let stopRequested = false;
   const onSignal = (sig: string) => {
     if (stopRequested) return;
@@ -178,16 +228,24 @@ function watchStopSignals(name: string): { requested: () => boolean; remove: () 
 async function checkpoint<B>(run: Run<B>, state: LoopState): Promise<void> {
   if (state.lastSaved === state.step) return;
   const { stage } = run;
-  const adam = exportAdamW(run.opt);
-  await saveCheckpoint(run.out, { step: state.step, microStep: state.micro, dataPosition: stage.position(), extra: { best: state.best } }, exportParams(stage.params), adam.tensors, run.cfg.save_total_limit);
+  if (run.lead) {
+    const adam = exportAdamW(run.opt);
+    const extra = { best: state.best, world_size: run.group?.worldSize ?? 1 };
+    await saveCheckpoint(run.out, { step: state.step, microStep: state.micro, dataPosition: stage.position(), extra }, exportParams(stage.params), adam.tensors, run.cfg.save_total_limit);
+  }
   state.lastSaved = state.step;
+  if (run.group) barrier(`the checkpoint of step ${state.step}`, ioWaitS(run.group));
 }
 
-/** One optimizer step: accumulate, clip, refuse non-finite, update, log, then the stage's evaluation if due. */
-async function trainStep<B>(run: Run<B>, state: LoopState): Promise<void> {
+/**
+ * One optimizer step: accumulate, average over ranks, clip, refuse non-finite, update, log, then the
+ * stage's evaluation if due. Returns whether any rank asked to stop (every rank gets the same answer).
+ */
+async function trainStep<B>(run: Run<B>, state: LoopState, stopRequested: boolean): Promise<boolean> {
   const { stage, cfg } = run;
   const t0 = performance.now();
   const sum = await accumulateMicroBatches(stage, cfg, state);
+  const stopping = run.group ? globalStep(sum, run.group, stopRequested) : stopRequested;
   const { norm, grads } = clipGradNorm(sum.grads, cfg.max_grad_norm);
   refuseNonFinite(run, state.step, sum, norm, grads);
   const lr = lrAt(cfg.schedule, cfg.learning_rate, state.step, run.warmup, run.total);
@@ -197,6 +255,21 @@ async function trainStep<B>(run: Run<B>, state: LoopState): Promise<void> {
   state.step += 1;
   logStep(run, state.step, sum, lr, norm, (performance.now() - t0) / 1000);
   await evaluateAndKeepBest(run, state);
+  return stopping;
+}
+
+/**
+ * Makes a rank's step sum global, in place: gradients averaged over ranks (so N ranks × b rows give
+ * the update of 1 × N·b), loss terms averaged, tokens summed; returns whether any rank asked to stop.
+ */
+function globalStep(sum: StepSum, group: Group, stopRequested: boolean): boolean {
+  sum.grads = averageGradients(sum.grads, group);
+  const keys = Object.keys(sum.parts);
+  const totals = sumOverRanks([sum.loss, ...keys.map((k) => sum.parts[k]), sum.tokens, stopRequested ? 1 : 0], 'the step metrics');
+  sum.loss = totals[0] / group.worldSize;
+  keys.forEach((k, i) => (sum.parts[k] = totals[1 + i] / group.worldSize));
+  sum.tokens = totals[1 + keys.length];
+  return totals[2 + keys.length] > 0;
 }
 
 /** One step's gradients and loss, each micro-batch scaled by 1/grad_accum so they average. */
@@ -240,20 +313,23 @@ function refuseNonFinite<B>(run: Run<B>, step: number, sum: StepSum, norm: numbe
 function logStep<B>(run: Run<B>, step: number, sum: StepSum, lr: number, norm: number, secs: number): void {
   const { stage } = run;
   const row: Record<string, unknown> = { stage: stage.name, step, epoch: stage.position().epoch, loss: sum.loss, lr, grad_norm: norm, tokens_per_s: sum.tokens / secs, step_s: secs, ...sum.parts };
-  if (step % Math.max(1, run.cfg.log_steps) === 0 || step === run.total) appendMetrics(run.out, row);
+  if (run.lead && (step % Math.max(1, run.cfg.log_steps) === 0 || step === run.total)) appendMetrics(run.out, row);
   run.progress.update(step, `loss ${sum.loss.toFixed(4)} lr ${lr.toExponential(2)} ${Math.round(sum.tokens / secs)} tok/s`);
 }
 
 /** Logs the stage's evaluation when one is due and keeps the best-scoring model so far in <out>/best. */
 async function evaluateAndKeepBest<B>(run: Run<B>, state: LoopState): Promise<void> {
   const { stage } = run;
-  const ev = stage.evaluate ? await stage.evaluate(state.step, run.total) : null;
-  if (!ev) return;
-  appendMetrics(run.out, { stage: stage.name, step: state.step, ...ev.metrics });
-  if (ev.score > state.best) {
-    state.best = ev.score;
-    await stage.saveFinal(path.join(run.out, 'best'));
+  if (!stage.evaluate?.due(state.step, run.total)) return;
+  if (run.lead) {
+    const ev = await stage.evaluate.run();
+    appendMetrics(run.out, { stage: stage.name, step: state.step, ...ev.metrics });
+    if (ev.score > state.best) {
+      state.best = ev.score;
+      await stage.saveFinal(path.join(run.out, 'best'));
+    }
   }
+  if (run.group) barrier(`the evaluation after step ${state.step}`, ioWaitS(run.group));
 }
 
 function accumulate(acc: Map<string, tf.Tensor> | null, grads: Map<string, tf.Tensor>, scale: number): Map<string, tf.Tensor> {

@@ -12,9 +12,10 @@ export class Progress {
   private readonly tty: boolean;
   private readonly quiet: boolean;
 
-  constructor(private readonly label: string, private readonly total: number, private readonly unit = 'it') {
+  /** `shown` false: a bar that draws nothing (ranks other than 0 of a data-parallel run). */
+  constructor(private readonly label: string, private readonly total: number, private readonly unit = 'it', shown = true) {
     this.tty = process.env.M3_PROGRESS === '1' || (!!process.stderr.isTTY && process.env.M3_PROGRESS !== '0');
-    this.quiet = process.env.M3_PROGRESS === '0';
+    this.quiet = process.env.M3_PROGRESS === '0' || !shown;
   }
 
   /** Sets the absolute position; `extra` is shown after the rate (e.g. "loss 1.23 lr 1e-5"). */

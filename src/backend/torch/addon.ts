@@ -29,6 +29,20 @@ export interface TorchAddon {
   version(): string;
   cudaAvailable(): boolean;
   dtypeCodes: { float32: number; int32: number; bool: number; int64: number; float64: number; uint8: number };
+  // ---- c10d collectives (native/src/dist.cc); without Gloo headers at build time they throw "not built" ----
+  distInfo(): { gloo: boolean; nccl: boolean };
+  distInit(o: { masterAddr: string; masterPort: number; rank: number; worldSize: number; timeoutMs: number; backend: 'gloo' | 'nccl'; server: boolean; prefix: string }): void;
+  distDestroy(): void;
+  /** A new handle with the elementwise sum over ranks. */
+  allReduce(handle: number, timeoutMs?: number): number;
+  /** Every rank's tensor concatenated along dim 0 in rank order, and each rank's first dimension. */
+  allGather(handle: number, timeoutMs?: number): [number, number[]];
+  broadcast(handle: number, root: number, timeoutMs?: number): number;
+  barrier(timeoutMs?: number): void;
+  storeSet(key: string, value: string): void;
+  storeGet(key: string): string;
+  /** Ranks whose heartbeat stood still for probeMs; [0] when the store cannot be reached. */
+  lostRanks(probeMs?: number): number[];
 }
 
 /** Where the build puts the addon (node-gyp's Release output). */

@@ -7,3 +7,4 @@ import './indexing';
 import './creation';
 import './nn';
 import './fused';
+import './dist';

@@ -9,6 +9,7 @@ const BENCHES: Record<string, () => Promise<{ run(args: Record<string, unknown>)
   data: async () => import('./data'),
   train: async () => import('./train'),
   eval: async () => import('./eval'),
+  dist: async () => import('./dist'),
 };
 
 export async function main(argv: string[]): Promise<void> {
@@ -24,6 +25,7 @@ export async function main(argv: string[]): Promise<void> {
     .example('npm run bench -- encode', 'encoding throughput per backend')
     .example('npm run bench -- data', 'prepare tokens/s and batch-read rows/s')
     .example('npm run bench -- train --json', 'bench-small step time per backend and the PyTorch baseline')
+    .example('npm run bench -- dist', 'all_reduce bandwidth, 2 processes, m3 (gloo) next to torch.distributed')
     .strict()
     .help()
     .parseAsync();

@@ -2,6 +2,7 @@
 import type { CommandModule } from 'yargs';
 import * as tf from '@tensorflow/tfjs';
 import { BACKENDS, probeAll, useBackend } from '../../backend';
+import { distributedSupport } from '../../backend/dist';
 import { CommonArgs, handler, printJson } from '../run';
 
 interface InfoArgs extends CommonArgs { json?: boolean }
@@ -17,11 +18,15 @@ export const infoCommand: CommandModule<object, InfoArgs> = {
     const device = (args.device ?? 'cpu') as 'cpu' | 'cuda';
     const backends = await probeAll(device);
     const selected = await useBackend(args.backend ?? process.env.M3_BACKEND ?? 'auto', device);
-    if (args.json) return printJson({ backends, selected, tfjs: tf.version.tfjs });
+    const support = distributedSupport();
+    const distributed = { available: support.gloo, gloo: support.gloo, nccl: support.nccl, ...(support.reason ? { reason: support.reason } : {}) };
+    if (args.json) return printJson({ backends, selected, tfjs: tf.version.tfjs, distributed });
     for (const b of BACKENDS) {
       const s = backends[b];
       const mark = b === selected ? '*' : ' ';
       process.stdout.write(`${mark} ${b.padEnd(11)} ${s.available ? 'available' : 'unavailable'}${s.experimental ? ' (experimental)' : ''}${s.reason ? ` — ${s.reason}` : ''}\n`);
     }
+    const engines = [support.gloo && 'Gloo (CPU)', support.nccl && 'NCCL (CUDA)'].filter(Boolean).join(', ');
+    process.stdout.write(`data parallel: ${support.gloo ? `available — c10d ${engines} on the torch backend` : `unavailable — ${support.reason}`}\n`);
   }),
 };

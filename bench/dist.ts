@@ -4,14 +4,19 @@
  *
  * Part 1, `allreduce`: all_reduce (sum, float32) of 4, 64 and 256 MiB buffers between two processes, each
  * with one intra-op thread, over gloo. m3 = two node processes calling the libtorch addon's `allReduce`
- * (native/src/dist.cc: ProcessGroupGloo; it clones its input and reduces the clone, so that copy is part of
- * the measured time — the clone alone is reported as well); torch = two python processes running
+ * (native/src/dist.cc: ProcessGroupGloo) in place, as the training loop reduces its gradient buckets (the
+ * copy the non-in-place call adds is timed alone and reported beside it); torch = two python processes running
  * `dist.all_reduce(t)` in place (bench/dist_torch.py). Both: 2 warm-up iterations, then timed ones, each
  * after a barrier, in ROUNDS alternating rounds (m3, torch, m3, torch) whose times are pooled; the median
  * time of rank 0 is reported as algorithm bandwidth (bytes / time) and bus bandwidth (2·(n−1)/n · bytes /
  * time), in GB/s (1e9 bytes), and the m3/torch bandwidth ratio.
  *
- * Part 2 (to come): bench-small tokens/s with 1 and 2 processes — add it to PARTS below.
+ * Part 2, `train`: bench-small training steps (bench/train.ts's shape, per process: 8 queries × group 4, unified
+ * loss with self-distillation, AdamW) on the torch backend with 1 process (1 intra-op thread, BLAS on every
+ * core), 2 independent processes (1 + 1 thread each, no communication: the compute floor of 2 ranks sharing
+ * this machine) and 2 data-parallel ranks (gradients averaged through the group, global step metrics). The
+ * data-parallel overhead beyond the all_reduce is t(dp) − t(independent) − t(all_reduce of the gradients, in
+ * place, timed in the same ranks after training), as a share of the data-parallel step.
  *
  * Every child process is killed after CHILD_TIMEOUT_MS, and when one rank fails the others are killed too,
  * so the bench never hangs.
@@ -48,7 +53,7 @@ const ROOT = path.resolve(__dirname, '..');
 const WORLD = 2;
 const WARMUP = 2;
 /** m3 and torch each run this many times, alternating; the timed iterations of all rounds are pooled. */
-const ROUNDS = 2;
+const ROUNDS = 4;
 const MiB = 1024 * 1024;
 const SIZES = [
   { bytes: 4 * MiB, iters: 20 },
@@ -155,7 +160,7 @@ interface DistAddon {
   dtypeCodes: { float32: number };
   distInfo(): { gloo: boolean; nccl: boolean };
   distInit(o: { masterAddr: string; masterPort: number; rank: number; worldSize: number; timeoutMs: number; backend: 'gloo' | 'nccl'; server: boolean; prefix: string }): void;
-  allReduce(handle: number, timeoutMs?: number): number;
+  allReduce(handle: number, timeoutMs?: number, inPlace?: boolean): number;
   barrier(timeoutMs?: number): void;
   distDestroy(): void;
 }
@@ -182,12 +187,12 @@ async function allReduceChild(cfg: ChildConfig): Promise<void> {
     for (let i = 0; i < spec.warmup + size.iters; i++) {
       d.barrier();
       const t0 = performance.now();
-      const s = d.allReduce(h); // clone + all_reduce of the clone
+      const s = d.allReduce(h, undefined, true); // in place: `s` aliases h
       const dt = (performance.now() - t0) / 1000;
       d.free(s);
       if (i >= spec.warmup) times.push(dt);
     }
-    // The clone alone (what allReduce adds over an in-place all_reduce), same buffer, same count.
+    // The clone alone (what a non-in-place allReduce adds), same buffer, same count.
     for (let i = 0; i < spec.warmup + size.iters; i++) {
       const t0 = performance.now();
       const c = d.call(clone, [h]) as number;
@@ -296,10 +301,118 @@ function allReduceTable(rows: Row[]): string {
 const allReducePart: DistPart = { name: 'allreduce', run: allReduceRun, child: allReduceChild, table: allReduceTable };
 
 // ---------------------------------------------------------------------------------------------------------
-// Part 2 goes here: bench-small tokens/s with 1 and 2 processes. Write a DistPart (its m3 child body runs in
-// `bench.js dist --child` with its ChildConfig; spawnRanks/freePort/torchPython are shared) and add it below.
+// Part 2: bench-small training with 1 process, 2 independent processes and 2 data-parallel ranks
 
-export const PARTS: DistPart[] = [allReducePart];
+const TRAIN_STEPS = 6;
+type TrainMode = 'one' | 'independent' | 'dp';
+
+async function trainChild(cfg: ChildConfig): Promise<void> {
+  const tf = await import('@tensorflow/tfjs');
+  const { useBackend } = await import('../src/backend');
+  const dist = await import('../src/backend/dist');
+  const { averageGradients, sumOverRanks } = await import('../src/train/distributed');
+  const { m3Step } = await import('../src/finetune/m3-step');
+  const { parseConfig } = await import('../src/model/config');
+  const { initModel } = await import('../src/model/m3');
+  const { adamwStep, clipGradNorm, createAdamW } = await import('../src/train/adamw');
+  const { SHAPES, fullBatch } = await import('./train');
+  const mode = cfg.spec.mode as TrainMode;
+  await useBackend('torch');
+  const native = loadAddon() as unknown as DistAddon;
+  const group = mode === 'dp'
+    ? dist.initProcessGroup({ rank: cfg.rank, worldSize: cfg.world, localWorldSize: cfg.world, masterAddr: '127.0.0.1', masterPort: cfg.port, timeoutS: 120, server: cfg.rank === 0, prefix: '' })
+    : null;
+  if (mode === 'independent') native.setThreads(1, 1);
+  if (mode === 'one') native.setThreads(1, 2);
+  const shape = SHAPES['bench-small'];
+  const config = parseConfig({
+    model_type: 'xlm-roberta', vocab_size: shape.vocab, hidden_size: shape.hidden, num_hidden_layers: shape.layers, num_attention_heads: shape.heads,
+    intermediate_size: shape.ff, max_position_embeddings: Math.max(shape.qlen, shape.plen) + 4, type_vocab_size: 1, layer_norm_eps: 1e-5,
+    pad_token_id: 1, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0,
+  });
+  const model = initModel(config, { seed: 0, heads: true });
+  const params = model.params as Map<string, import('@tensorflow/tfjs').Variable>;
+  const opt = createAdamW({ lr: 1e-5, weightDecay: 0.01 });
+  const batch = { queries: fullBatch(shape.batch, shape.qlen, shape.vocab, 1 + cfg.rank), passages: fullBatch(shape.batch * shape.group, shape.plen, shape.vocab, 2 + cfg.rank) };
+  const times: number[] = [];
+  let gradBytes = 0;
+  for (let i = 0; i <= TRAIN_STEPS; i++) {
+    const t0 = performance.now();
+    const r = m3Step(model, batch, { loss: { temperature: 0.02, groupSize: shape.group, unified: true, selfDistill: true, specialTokenIds: [0, 1, 2, 3] }, subBatchSize: 0 });
+    let grads = r.grads;
+    gradBytes = [...grads.values()].reduce((a, g) => a + g.size * 4, 0);
+    let loss = (await r.loss.data())[0];
+    if (group) {
+      grads = averageGradients(grads, group);
+      loss = sumOverRanks([loss, 0], 'the step metrics')[0] / group.worldSize;
+    }
+    const clipped = clipGradNorm(grads, 0);
+    adamwStep(opt, params, clipped.grads, 1e-5);
+    tf.dispose([r.loss, ...grads.values(), ...Object.values(r.parts)]);
+    if (!Number.isFinite(loss)) throw new Error('non-finite loss');
+    if (i > 0) times.push((performance.now() - t0) / 1000);
+  }
+  // the all_reduce alone: one gradient-sized buffer, in place, as averageGradients reduces its buckets
+  const allreduce: number[] = [];
+  if (group) {
+    for (let i = 0; i < 5; i++) {
+      const flat = tf.zeros([gradBytes / 4]);
+      dist.barrier('bench');
+      const t0 = performance.now();
+      const s = dist.allReduceSum(flat, 'bench', true);
+      allreduce.push((performance.now() - t0) / 1000);
+      tf.dispose([flat, s]);
+    }
+    dist.barrier('bench');
+  }
+  const tokens = shape.batch * shape.qlen + shape.batch * shape.group * shape.plen;
+  if (cfg.rank === 0) {
+    process.stdout.write(JSON.stringify({ mode, world: cfg.world, step_s_median: median(times), tokens_per_step: tokens * cfg.world, grad_mib: gradBytes / MiB, allreduce_s_median: allreduce.length ? median(allreduce) : null }) + '\n');
+  }
+}
+
+async function trainRun(): Promise<Row[]> {
+  const rows: Row[] = [];
+  const runs: { mode: TrainMode; world: number }[] = [{ mode: 'one', world: 1 }, { mode: 'independent', world: 2 }, { mode: 'dp', world: 2 }];
+  for (const { mode, world } of runs) {
+    const r = await spawnRanks(world, m3Child({ part: 'train', world, port: await freePort(), spec: { mode } }), 300_000);
+    if ('error' in r) {
+      rows.push({ bench: 'dist', part: 'train', mode, world, error: r.error });
+      continue;
+    }
+    const x = jsonLines(r.stdout)[0];
+    rows.push({ bench: 'dist', part: 'train', model: 'bench-small', ...x, tokens_per_s: (x.tokens_per_step as number) / (x.step_s_median as number) });
+  }
+  const one = rows.find((r) => r.mode === 'one' && !r.error);
+  const ind = rows.find((r) => r.mode === 'independent' && !r.error);
+  const dp = rows.find((r) => r.mode === 'dp' && !r.error);
+  if (one && dp) dp.speedup_vs_one = (dp.tokens_per_s as number) / (one.tokens_per_s as number);
+  if (ind && dp) {
+    const extra = (dp.step_s_median as number) - (ind.step_s_median as number) - (dp.allreduce_s_median as number);
+    dp.overhead_beyond_allreduce_s = extra;
+    dp.overhead_share = extra / (dp.step_s_median as number);
+  }
+  return rows;
+}
+
+function trainTable(rows: Row[]): string {
+  let s = `bench-small training steps on torch (per process: 8 queries × group 4, 32/128 tokens), median of ${TRAIN_STEPS} after one warm-up\n`;
+  s += 'mode          procs   step s   tokens/s  ×1 proc  all_reduce s  overhead beyond all_reduce\n';
+  for (const r of rows) {
+    const head = `${String(r.mode).padEnd(12)} ${f(r.world, 0, 6)}`;
+    if (r.error) {
+      s += `${head}  ${r.error}\n`;
+      continue;
+    }
+    const over = typeof r.overhead_share === 'number' ? `${f((r.overhead_beyond_allreduce_s as number), 3, 7)} s (${((r.overhead_share as number) * 100).toFixed(1)}% of a step)` : '-';
+    s += `${head} ${f(r.step_s_median, 3, 8)} ${f(r.tokens_per_s, 0, 10)} ${f(r.speedup_vs_one, 2, 8)} ${f(r.allreduce_s_median, 3, 13)}  ${over}\n`;
+  }
+  return s;
+}
+
+const trainPart: DistPart = { name: 'train', run: trainRun, child: trainChild, table: trainTable };
+
+export const PARTS: DistPart[] = [allReducePart, trainPart];
 
 // ---------------------------------------------------------------------------------------------------------
 

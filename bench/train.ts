@@ -16,14 +16,14 @@ import { parseConfig } from '../src/model/config';
 import { initModel } from '../src/model/m3';
 import { adamwStep, clipGradNorm, createAdamW } from '../src/train/adamw';
 
-interface Shape { vocab: number; hidden: number; layers: number; heads: number; ff: number; batch: number; group: number; qlen: number; plen: number }
-const SHAPES: Record<string, Shape> = {
+export interface Shape { vocab: number; hidden: number; layers: number; heads: number; ff: number; batch: number; group: number; qlen: number; plen: number }
+export const SHAPES: Record<string, Shape> = {
   'bench-small': { vocab: 8000, hidden: 256, layers: 4, heads: 4, ff: 1024, batch: 8, group: 4, qlen: 32, plen: 128 },
   'bge-m3': { vocab: 250002, hidden: 1024, layers: 24, heads: 16, ff: 4096, batch: 1, group: 2, qlen: 64, plen: 64 },
 };
 const SHARED = process.env.M3_SHARED_DIR ?? path.resolve(__dirname, '..', '..', 'shared');
 
-function fullBatch(n: number, len: number, vocab: number, seed: number) {
+export function fullBatch(n: number, len: number, vocab: number, seed: number) {
   let s = seed;
   const rnd = () => ((s = (s * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
   const inputIds = new Int32Array(n * len);

@@ -178,13 +178,19 @@ void Wait(const c10::intrusive_ptr<::c10d::Work>& work, milliseconds timeout) {
   work->wait(timeout);
 }
 
-// allReduce(handle, timeoutMs?) -> handle of the elementwise sum over ranks (the input is not changed).
+// allReduce(handle, timeoutMs?, inPlace?) -> handle of the elementwise sum over ranks. The input is
+// cloned first unless `inPlace` and nothing else shares its memory (a temporary such as a gradient
+// bucket): then it is reduced where it lies and the result aliases it.
 Napi::Value AllReduce(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Dist& d = Active(env);
   const milliseconds timeout = TimeoutArg(info, 1, d);
+  const bool inPlace = info.Length() > 2 && info[2].ToBoolean().Value();
   try {
-    std::vector<at::Tensor> t{Lookup(env, info[0]).clone(at::MemoryFormat::Contiguous)};
+    const at::Tensor& x = Lookup(env, info[0]);
+    // the handle table holds one reference; `x` here is a const reference to it
+    const bool alone = inPlace && x.is_contiguous() && x.use_count() == 1 && x.storage().use_count() == 1;
+    std::vector<at::Tensor> t{alone ? x : x.clone(at::MemoryFormat::Contiguous)};
     ::c10d::AllreduceOptions opts;
     opts.timeout = timeout;
     Wait(d.group->allreduce(t, opts), timeout);

@@ -131,9 +131,12 @@ function collective<T>(what: string, fn: (timeoutMs: number) => T, timeoutS?: nu
   }
 }
 
-/** Elementwise sum over ranks (no gradient). */
-export function allReduceSum(x: tf.Tensor, what = 'all_reduce'): tf.Tensor {
-  return collective(what, (timeoutMs) => tf.engine().runKernel('TorchAllReduce', { x }, { timeoutMs }) as tf.Tensor);
+/**
+ * Elementwise sum over ranks (no gradient). `consume`: x is a temporary the caller never reads again, so
+ * it may be reduced in place (no copy) when nothing else shares its memory.
+ */
+export function allReduceSum(x: tf.Tensor, what = 'all_reduce', consume = false): tf.Tensor {
+  return collective(what, (timeoutMs) => tf.engine().runKernel('TorchAllReduce', { x }, { timeoutMs, inPlace: consume }) as tf.Tensor);
 }
 
 /** Every rank's rows concatenated in rank order, and where this rank's rows start; no gradient. */

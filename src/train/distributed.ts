@@ -55,7 +55,7 @@ export function averageGradients(grads: Map<string, tf.Tensor>, group: Group): M
     const members = bucket;
     const parts = tf.tidy(() => {
       const flat = tf.concat(members.map((n) => grads.get(n)!.reshape([-1])));
-      const mean = tf.mul(allReduceSum(flat, 'the gradient all_reduce'), 1 / group.worldSize);
+      const mean = tf.mul(allReduceSum(flat, 'the gradient all_reduce', true), 1 / group.worldSize);
       return tf.split(mean, members.map((n) => grads.get(n)!.size)).map((p, i) => p.reshape(grads.get(members[i])!.shape));
     });
     members.forEach((n, i) => {

@@ -22,6 +22,7 @@ import { stageDatasets } from '../../src/train/stage-data';
 import { deriveSeed } from '../../src/util/rng';
 import { describeTorch } from '../backend/torch/setup';
 import { killAll, Proc, ROOT, startCli } from '../helpers/fault';
+import { sharedDir } from '../helpers/shared';
 
 jest.setTimeout(240_000);
 
@@ -119,6 +120,13 @@ describeTorch('data parallel (2 processes, Gloo)', () => {
     if (r.status !== 0) throw new Error(`torchrun exited ${r.status}\n${r.stderr}`);
     expect(r.stdout.trim().split('\n').filter((l) => l.startsWith('{'))).toHaveLength(1); // results from rank 0 only
     expectSameRun(`${tmp}/u2t`, `${tmp}/u1`);
+  });
+
+  test('GradCache sub-batches and teacher-score distillation compose with cross-device negatives', async () => {
+    const kd = ['--set', `data.train=[${sharedDir('data/flagembedding/example_data/retrieval/msmarco.jsonl')}]`, '--set', 'data.knowledge_distillation=true', '--set', 'loss.kd_loss_type=m3_kd_loss'];
+    await single(UNIFIED, `${tmp}/kd1`, ['--set', 'data.batch_size=8', ...kd]);
+    await ok(await ranks(2, [UNIFIED, ...STEPS, '--set', `output_dir=${tmp}/kd2`, '--set', 'data.batch_size=4', '--set', 'train.sub_batch_size=2', ...ALL_HEADS, ...kd]));
+    expectSameRun(`${tmp}/kd2`, `${tmp}/kd1`);
   });
 
   test('pairs, dense cross-device: 2 × 4 == 1 × 8; the default (dense only) matches on its dense term', async () => {

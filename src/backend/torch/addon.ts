@@ -33,8 +33,8 @@ export interface TorchAddon {
   distInfo(): { gloo: boolean; nccl: boolean };
   distInit(o: { masterAddr: string; masterPort: number; rank: number; worldSize: number; timeoutMs: number; backend: 'gloo' | 'nccl'; server: boolean; prefix: string }): void;
   distDestroy(): void;
-  /** A new handle with the elementwise sum over ranks. */
-  allReduce(handle: number, timeoutMs?: number): number;
+  /** A new handle with the elementwise sum over ranks; `inPlace` reduces an unshared input where it lies (the result aliases it). */
+  allReduce(handle: number, timeoutMs?: number, inPlace?: boolean): number;
   /** Every rank's tensor concatenated along dim 0 in rank order, and each rank's first dimension. */
   allGather(handle: number, timeoutMs?: number): [number, number[]];
   broadcast(handle: number, root: number, timeoutMs?: number): number;

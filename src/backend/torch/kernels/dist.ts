@@ -6,7 +6,8 @@ import { addon } from '../addon';
 import { kernel } from '../registry';
 import { intConst } from './util';
 
-kernel('TorchAllReduce', ({ x }, b, { timeoutMs }) => b.out(addon().allReduce(b.h(x), timeoutMs), x.dtype));
+// `inPlace`: the caller promises x is a temporary it will not read again (a gradient bucket), saving a copy.
+kernel('TorchAllReduce', ({ x }, b, { timeoutMs, inPlace }) => b.out(addon().allReduce(b.h(x), timeoutMs, inPlace), x.dtype));
 
 // [gathered, sizes]: sizes (int32 [world]) holds each rank's first dimension.
 kernel('TorchAllGather', ({ x }, b, { timeoutMs }) => {

@@ -15,6 +15,7 @@ import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../util/errors';
 import { ensureWritableDir } from '../util/fsx';
 import { Progress } from '../util/progress';
+import { acquireRunLock } from '../util/run-lock';
 import { deriveSeed } from '../util/rng';
 import { AdamW, adamwStep, clipGradNorm, createAdamW, disposeAdamW, exportAdamW, importAdamW } from './adamw';
 import { appendMetrics, isFinished, listCheckpoints, loadCheckpoint, markFinished, saveCheckpoint, truncateMetrics } from './checkpoint';
@@ -72,6 +73,17 @@ export interface RunResult {
 }
 
 export async function runTraining<B>(stage: Stage<B>, cfg: TrainConfig, opts: RunOptions): Promise<RunResult> {
+  // one writer per run dir (README "CLI tour"); under data parallelism rank 0 holds it for all ranks
+  const group = currentGroup();
+  const lock = group === null || group.rank === 0 ? acquireRunLock(opts.outputDir, `${stage.name} training`) : null;
+  try {
+    return await runLocked(stage, cfg, opts);
+  } finally {
+    lock?.release();
+  }
+}
+
+async function runLocked<B>(stage: Stage<B>, cfg: TrainConfig, opts: RunOptions): Promise<RunResult> {
   const out = opts.outputDir;
   const finalDir = path.join(out, 'final');
   if (opts.resume && isFinished(out)) {
@@ -106,7 +118,7 @@ async function trainSteps<B>(run: Run<B>, state: LoopState, finalDir: string, st
   const { stage, cfg, out } = run;
   let stepsThisRun = 0;
   while (state.step < run.total) {
-    const stopping = await trainStep(run, state, stop.requested());
+    const stopping = await trainStep(run, state, stop.requested);
     stepsThisRun += 1;
     if (cfg.save_steps > 0 && state.step % cfg.save_steps === 0) await checkpoint(run, state);
     if (stopping || (stopAfter !== undefined && stepsThisRun >= stopAfter)) {
@@ -241,11 +253,12 @@ async function checkpoint<B>(run: Run<B>, state: LoopState): Promise<void> {
  * One optimizer step: accumulate, average over ranks, clip, refuse non-finite, update, log, then the
  * stage's evaluation if due. Returns whether any rank asked to stop (every rank gets the same answer).
  */
-async function trainStep<B>(run: Run<B>, state: LoopState, stopRequested: boolean): Promise<boolean> {
+async function trainStep<B>(run: Run<B>, state: LoopState, stopRequested: () => boolean): Promise<boolean> {
   const { stage, cfg } = run;
   const t0 = performance.now();
   const sum = await accumulateMicroBatches(stage, cfg, state);
-  const stopping = run.group ? globalStep(sum, run.group, stopRequested) : stopRequested;
+  // ranks agree on a stop when they exchange the step's metrics; one process reads its flag after the step
+  const agreed = run.group ? globalStep(sum, run.group, stopRequested()) : false;
   const { norm, grads } = clipGradNorm(sum.grads, cfg.max_grad_norm);
   refuseNonFinite(run, state.step, sum, norm, grads);
   const lr = lrAt(cfg.schedule, cfg.learning_rate, state.step, run.warmup, run.total);
@@ -255,7 +268,7 @@ async function trainStep<B>(run: Run<B>, state: LoopState, stopRequested: boolea
   state.step += 1;
   logStep(run, state.step, sum, lr, norm, (performance.now() - t0) / 1000);
   await evaluateAndKeepBest(run, state);
-  return stopping;
+  return run.group ? agreed : stopRequested();
 }
 
 /**

@@ -202,6 +202,10 @@ describeTorch('data parallel (2 processes, Gloo)', () => {
     const b = metrics(`${tmp}/u2`);
     a.forEach((r, i) => expect(rel(r.loss, b[i].loss)).toBeLessThan(1e-6));
     expect(maxDiff(`${tmp}/nodes`, `${tmp}/u2`)).toBeLessThan(1e-6);
+    // the run dir of a multi-process run reports as any other
+    const report = startCli(['report', `${tmp}/nodes`], { env: ENV });
+    expect((await report.exit).code).toBe(0);
+    expect(fs.existsSync(`${tmp}/nodes/report.html`)).toBe(true);
   });
 
   test('bad launches: one line each, exit ≠ 0', async () => {

@@ -9,6 +9,7 @@ const BENCHES: Record<string, () => Promise<{ run(args: Record<string, unknown>)
   data: async () => import('./data'),
   train: async () => import('./train'),
   eval: async () => import('./eval'),
+  plan: async () => import('./plan'),
   dist: async () => import('./dist'),
 };
 
@@ -18,7 +19,7 @@ export async function main(argv: string[]): Promise<void> {
     .command('$0 <name>', 'run a benchmark', (y) => y.positional('name', { choices: Object.keys(BENCHES), type: 'string' }))
     .option('json', { type: 'boolean', describe: 'one JSON object per measurement on stdout' })
     .option('backend', { type: 'string', describe: 'only this backend (default: every available one)' })
-    .option('model', { type: 'string', describe: 'train: bench-small (default) or bge-m3' })
+    .option('model', { type: 'string', describe: 'train: bench-small (default) or bge-m3; plan: one case (bench-small, bge-m3, demo-retromae, demo-pairs, demo-unified)' })
     .option('steps', { type: 'number', describe: 'train: timed steps (≥ 5)' })
     .option('baseline', { type: 'boolean', default: true, describe: 'train: also run the PyTorch baseline (--no-baseline to skip)' })
     .option('child', { type: 'boolean', hidden: true })
@@ -26,6 +27,7 @@ export async function main(argv: string[]): Promise<void> {
     .example('npm run bench -- data', 'prepare tokens/s and batch-read rows/s')
     .example('npm run bench -- train --json', 'bench-small step time per backend and the PyTorch baseline')
     .example('npm run bench -- dist', 'all_reduce bandwidth, 2 processes, m3 (gloo) next to torch.distributed')
+    .example('npm run bench -- plan', 'the resource plan\'s peak memory next to the measured peak RSS')
     .strict()
     .help()
     .parseAsync();

@@ -31,6 +31,8 @@ export interface GroupSpec {
 export interface Group {
   rank: number;
   worldSize: number;
+  /** Processes of the group on this machine (they share its memory). */
+  localWorldSize: number;
   timeoutS: number;
 }
 
@@ -82,7 +84,7 @@ export function initProcessGroup(spec: GroupSpec): Group {
   } catch (e) {
     throw new UserError(`rank ${spec.rank}: ${describeInitFailure((e as Error).message, spec)}`);
   }
-  group = { rank: spec.rank, worldSize: spec.worldSize, timeoutS: spec.timeoutS };
+  group = { rank: spec.rank, worldSize: spec.worldSize, localWorldSize: spec.localWorldSize, timeoutS: spec.timeoutS };
   return group;
 }
 

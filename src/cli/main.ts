@@ -9,6 +9,7 @@ import { mineCommand } from './commands/mine';
 import { dataCommand } from './commands/data';
 import { demoCommand } from './commands/demo';
 import { reportCommand } from './commands/report';
+import { planCommand } from './commands/plan';
 
 export function cli(argv: string[]) {
   return yargs(argv)
@@ -21,6 +22,7 @@ export function cli(argv: string[]) {
     .command(encodeCommand as never)
     .command(trainCommand as never)
     .command(pipelineCommand as never)
+    .command(planCommand as never)
     .command(evalCommand as never)
     .command(mineCommand as never)
     .command(dataCommand as never)

@@ -5,11 +5,13 @@
  */
 import { createHash } from 'crypto';
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import { loadTokenizer, Tokenizer } from '../model/tokenizer';
 import { check, UserError } from '../util/errors';
 import { writeDirAtomic, writeFileAtomic } from '../util/fsx';
 import { Progress } from '../util/progress';
+import { waitForLock } from '../util/run-lock';
 import { ArrowFileWriter, ChunkBuilder, openArrowWriter, pairChunkBuilder, PairRow, pretrainChunkBuilder } from './arrow';
 import { digestFile, discoverInputs, InputGroup, readLines, stem } from './lines';
 import {
@@ -417,9 +419,14 @@ export function formatCounts(c: Partial<Record<string, number>>): string {
   return Object.entries(c).map(([k, v]) => `${k} ${v}`).join(', ');
 }
 
+/** How long `prepareOrReuse` waits for another process preparing the same cache entry. */
+const PREPARE_WAIT_MS = 30 * 60_000;
+
 /**
  * For stage configs that point at raw JSONL: prepares into `cacheDir`, or reuses what is there when its
  * manifest has the same sources (by content hash and name), tokenizer fingerprint, max lengths and settings.
+ * Two processes wanting the same entry at once prepare it once: the second waits on the entry's lock
+ * (`.<entry>.lock` beside it, see util/run-lock), then reuses what the first wrote.
  */
 export async function prepareOrReuse(
   inputs: string[], tokenizerDir: string, opts: PrepareOptions, cacheDir: string,
@@ -436,7 +443,8 @@ export async function prepareOrReuse(
     .update(JSON.stringify({ v: FORMAT_VERSION, format: opts.format, fp: tok.fingerprint, lengths, settings, skip: !!opts.skipInvalid, sources }))
     .digest('hex');
   const dir = path.join(cacheDir, `${opts.format}-${key.slice(0, 16)}`);
-  if (fs.existsSync(path.join(dir, MANIFEST_FILE))) {
+  const reusable = (): Manifest | null => {
+    if (!fs.existsSync(path.join(dir, MANIFEST_FILE))) return null;
     try {
       const m = readManifest(dir);
       const same =
@@ -446,13 +454,27 @@ export async function prepareOrReuse(
         JSON.stringify(m.options) === JSON.stringify(settings) &&
         m.sources.length === sources.length &&
         m.sources.every((s, i) => s.sha256 === sources[i].sha256);
-      if (same) return { dir, manifest: m, reused: true };
+      return same ? m : null;
     } catch (e) {
       if (!(e instanceof UserError)) throw e;
+      return null;
     }
+  };
+  const found = reusable();
+  if (found) return { dir, manifest: found, reused: true };
+  // one process prepares an entry; another one wanting it at the same time waits, then reuses it
+  const lock = await waitForLock(path.join(cacheDir, `.${path.basename(dir)}.lock`), {
+    label: `data: ${dir}`, what: 'data preparation', timeoutMs: PREPARE_WAIT_MS,
+    waiting: (h) => `data: waiting for PID ${h.pid}${h.host === os.hostname() ? '' : ` on ${h.host}`}, which is preparing ${dir}`,
+  });
+  try {
+    const ready = reusable();
+    if (ready) return { dir, manifest: ready, reused: true };
+    const manifest = await prepareDataset(inputs, tok, dir, opts);
+    return { dir, manifest, reused: false };
+  } finally {
+    lock.release();
   }
-  const manifest = await prepareDataset(inputs, tok, dir, opts);
-  return { dir, manifest, reused: false };
 }
 
 function sourceName(g: InputGroup, f: string): string {

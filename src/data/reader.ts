@@ -16,7 +16,7 @@ import { check, UserError } from '../util/errors';
 import { createRng, deriveSeed, Rng } from '../util/rng';
 import { TokenBatch } from '../util/token-batch';
 import { ArrowFileReader, IdLists, openArrowReader, pairChunk, PairChunk, pretrainChunk } from './arrow';
-import { checkTokenizer, DatasetEntry, Manifest, readManifest } from './manifest';
+import { BUCKET_BOUNDS, BUCKETS, checkTokenizer, DatasetEntry, Manifest, readManifest } from './manifest';
 import { encodeTruncated } from './prepare';
 import { groupSizeFor, maybeShuffleText, sampleNegatives } from './sampling';
 
@@ -93,7 +93,20 @@ export interface DatasetReader {
   epoch(): AsyncGenerator<DataBatch>;
   /** Record batches read from disk so far (a resumed reader reads only what its batches need). */
   stats(): { chunksRead: number };
+  /** The batch shapes the data can produce (one per dataset and length bucket): what a memory plan sizes. */
+  shapes(): BatchShape[];
   close(): Promise<void>;
+}
+
+/** The largest batch of one dataset and length bucket: this device's rows, G, and the padded lengths at most. */
+export interface BatchShape {
+  dataset: string;
+  bucket: string;
+  batchSize: number;
+  groupSize: number;
+  /** Longest padded query / passage (pairs) or sequence (pretrain): the bucket's bound capped by the prepared max lengths. */
+  queryLength: number;
+  passageLength: number;
 }
 
 interface ChunkRef {
@@ -192,6 +205,7 @@ export async function openDataset(dirs: string | string[], opts: ReaderOptions):
     seek,
     next,
     stats: () => ({ chunksRead: chunks.chunksRead() }),
+    shapes: () => streams.filter((s) => s.batches > 0).map((s) => shapeOf(s, cfg)),
     async *epoch() {
       const e = pos.epoch;
       while (pos.epoch === e) yield await next();
@@ -247,6 +261,20 @@ function planStreams(manifests: Manifest[], dirs: string[], cfg: Settings): Stre
     }
   });
   return streams;
+}
+
+function shapeOf(s: Stream, cfg: Settings): BatchShape {
+  const upper = BUCKET_BOUNDS[BUCKETS.indexOf(s.bucket) + 1];
+  const cap = (max: number | undefined) => {
+    const n = Math.min(upper, max ?? upper);
+    return cfg.padToMultipleOf && cfg.padToMultipleOf > 1 ? Math.ceil(n / cfg.padToMultipleOf) * cfg.padToMultipleOf : n;
+  };
+  const m = s.manifest.maxLengths;
+  const pretrain = cfg.kind === 'pretrain';
+  return {
+    dataset: s.dataset.name, bucket: s.bucket, batchSize: s.batchSize, groupSize: s.groupSize,
+    queryLength: pretrain ? 0 : cap(m.query), passageLength: cap(pretrain ? m.max : m.passage),
+  };
 }
 
 /** Per-device batch size: the dataset's batch_size column, else the option, halved for symmetric types (FlagEmbedding's _get_file_batch_size). */

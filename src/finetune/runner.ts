@@ -11,6 +11,7 @@ import { addHeads, applyFreezing, disposeModel, extendPositions, loadOrInitModel
 import { allGatherConst, allGatherRows, Group } from '../backend/dist';
 import { CrossDevice } from '../losses/m3-loss';
 import { isRestart, joinProcessGroup, manifestsOf, rank0First } from '../train/distributed';
+import { countParams, planModel } from '../train/plan';
 import { RunOptions, RunResult, runTraining, Stage } from '../train/trainer';
 import { stageDatasets } from '../train/stage-data';
 import { check } from '../util/errors';
@@ -85,6 +86,11 @@ export async function runFinetune(cfg: FinetuneConfig, opts: Omit<RunOptions, 'o
     saveFinal: (dir) => saveModel(model, dir),
     evaluate: stageEvaluator(model, cfg.eval),
     identity: { config: cfg, data: manifestsOf(dirs) },
+    resources: {
+      kind: 'finetune', unified, model: planModel(model.config), ...countParams(model.params as Map<string, tf.Variable>),
+      finalParams: countParams(model.params as Map<string, tf.Variable>).params, shapes: reader.shapes(),
+      subBatchSize: cfg.train.sub_batch_size, keepsBest: !!cfg.eval.data,
+    },
   };
   try {
     return await runTraining(stage, cfg.train, { ...opts, resume: opts.resume || isRestart(), outputDir: cfg.output_dir });

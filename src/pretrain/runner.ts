@@ -10,6 +10,7 @@ import { stageEvaluator } from '../eval/config';
 import { applyFreezing, disposeModel, extendPositions, loadOrInitModel, saveModel } from '../model/m3';
 import { encodeSafetensors, readSafetensors } from '../model/weights/safetensors';
 import { isRestart, joinProcessGroup, manifestsOf, rank0First } from '../train/distributed';
+import { countParams, planModel } from '../train/plan';
 import { renameGrads, RunOptions, RunResult, runTraining, Stage } from '../train/trainer';
 import { stageDatasets } from '../train/stage-data';
 import * as fs from 'fs';
@@ -57,6 +58,10 @@ export async function runPretrain(cfg: PretrainConfig, opts: Omit<RunOptions, 'o
     saveFinal: (dir) => saveModel(model, dir, { [DECODER_FILE]: encodeSafetensors(decoderTensors(params, model.config)) }),
     evaluate: stageEvaluator(model, cfg.eval),
     identity: { config: cfg, data: manifestsOf(dirs) },
+    resources: {
+      kind: 'retromae', unified: false, model: planModel(model.config), ...countParams(params), finalParams: countParams(params).params,
+      shapes: reader.shapes(), subBatchSize: 0, keepsBest: !!cfg.eval.data,
+    },
   };
   try {
     return await runTraining(stage, cfg.train, { ...opts, resume: opts.resume || isRestart(), outputDir: cfg.output_dir });

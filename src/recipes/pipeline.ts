@@ -12,9 +12,11 @@ import * as path from 'path';
 import { runFinetune } from '../finetune/runner';
 import { runPretrain } from '../pretrain/runner';
 import { isFinished } from '../train/checkpoint';
-import { RunResult } from '../train/trainer';
+import { RunOptions, RunResult } from '../train/trainer';
 import { loadConfig, readYamlConfig } from '../util/config-file';
+import { distEnvFrom } from '../util/dist-env';
 import { UserError } from '../util/errors';
+import { acquireRunLock } from '../util/run-lock';
 import { Infer, Schema } from '../util/schema';
 import { loadStageConfig, StageConfig } from './stage-config';
 
@@ -37,7 +39,7 @@ export interface StartAt {
 }
 
 /** Runs one stage config. */
-export function runStage(cfg: StageConfig, opts: { resume?: boolean; stopAfter?: number }): Promise<RunResult> {
+export function runStage(cfg: StageConfig, opts: Omit<RunOptions, 'outputDir'>): Promise<RunResult> {
   return cfg.stage === 'retromae' ? runPretrain(cfg, opts) : runFinetune(cfg, opts);
 }
 
@@ -80,19 +82,26 @@ export function pipelineStages(file: string, sets: string[], from?: StartAt): St
  * demo evaluates there); `index` is the stage's place in the pipeline.
  */
 export async function runPipeline(
-  file: string, sets: string[], opts: { resume?: boolean; from?: StartAt; onStage?: (run: StageRun, index: number) => Promise<void> } = {},
+  file: string, sets: string[], opts: { resume?: boolean; force?: boolean; from?: StartAt; onStage?: (run: StageRun, index: number) => Promise<void> } = {},
 ): Promise<StageRun[]> {
   const runs: StageRun[] = [];
-  for (const [j, cfg] of pipelineStages(file, sets, opts.from).entries()) {
-    const i = j + (opts.from?.index ?? 0);
-    const name = cfg.stage;
-    let result: RunResult | null = null;
-    if (isFinished(cfg.output_dir)) process.stderr.write(`pipeline: stage ${i + 1} (${name}) already finished; skipping\n`);
-    else result = await runStage(cfg, { resume: opts.resume });
-    const run = { name, config: cfg, result };
-    runs.push(run);
-    await opts.onStage?.(run, i);
-    if (result?.stoppedEarly) break;
+  const stages = pipelineStages(file, sets, opts.from);
+  // the pipeline's own output_dir (each stage locks its OUT/<n>-<stage> too); rank 0 alone under data parallelism
+  const lock = (distEnvFrom(process.env)?.rank ?? 0) === 0 ? acquireRunLock(path.dirname(stages[0].output_dir), 'pipeline') : null;
+  try {
+    for (const [j, cfg] of stages.entries()) {
+      const i = j + (opts.from?.index ?? 0);
+      const name = cfg.stage;
+      let result: RunResult | null = null;
+      if (isFinished(cfg.output_dir)) process.stderr.write(`pipeline: stage ${i + 1} (${name}) already finished; skipping\n`);
+      else result = await runStage(cfg, { resume: opts.resume, force: opts.force });
+      const run = { name, config: cfg, result };
+      runs.push(run);
+      await opts.onStage?.(run, i);
+      if (result?.stoppedEarly) break;
+    }
+  } finally {
+    lock?.release();
   }
   return runs;
 }

@@ -9,8 +9,8 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { ops } from '../backend/ops';
-import { fromHost, ownedVariable, toHost } from '../model/variables';
-import { TensorMap } from '../model/weights/types';
+import { fromHost, ownedVariable, toSource } from '../model/variables';
+import { TensorMap, TensorSource } from '../model/weights/types';
 
 export interface AdamWConfig {
   lr: number;
@@ -92,10 +92,11 @@ export function clipGradNorm(grads: Map<string, tf.Tensor>, maxNorm: number): { 
 }
 
 /** Moments and step as host tensors (`exp_avg.<name>`, `exp_avg_sq.<name>`) for checkpoints. */
-export function exportAdamW(opt: AdamW): { step: number; tensors: TensorMap } {
-  const tensors: TensorMap = new Map();
-  for (const [k, t] of opt.m) tensors.set(`exp_avg.${k}`, toHost(t));
-  for (const [k, t] of opt.v) tensors.set(`exp_avg_sq.${k}`, toHost(t));
+/** The moments by checkpoint name, read one at a time as they are written. */
+export function exportAdamW(opt: AdamW): { step: number; tensors: Map<string, TensorSource> } {
+  const tensors = new Map<string, TensorSource>();
+  for (const [k, t] of opt.m) tensors.set(`exp_avg.${k}`, toSource(t));
+  for (const [k, t] of opt.v) tensors.set(`exp_avg_sq.${k}`, toSource(t));
   return { step: opt.step, tensors };
 }
 

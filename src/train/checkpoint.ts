@@ -7,8 +7,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { UserError } from '../util/errors';
 import { faultPoint, recoverDir, staleTemps, tempSibling, writeDirAtomic, writeFileAtomic } from '../util/fsx';
-import { readSafetensors, encodeSafetensors } from '../model/weights/safetensors';
-import { TensorMap } from '../model/weights/types';
+import { readSafetensors, writeSafetensorsFd } from '../model/weights/safetensors';
+import { TensorMap, TensorSource } from '../model/weights/types';
 
 export interface CheckpointState {
   /** Optimizer steps taken. */
@@ -30,6 +30,18 @@ export interface Checkpoint {
 
 const STEP_DIR = /^step-(\d+)$/;
 
+type Writable = TensorMap | Map<string, TensorSource>;
+
+/** A file inside the checkpoint's temp dir (the dir's rename makes the whole checkpoint atomic). */
+function streamSafetensors(file: string, tensors: Writable): void {
+  const fd = fs.openSync(file, 'w');
+  try {
+    writeSafetensorsFd(fd, tensors);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 export function checkpointsDir(outputDir: string): string {
   return path.join(outputDir, 'checkpoints');
 }
@@ -45,11 +57,12 @@ export function listCheckpoints(outputDir: string): { step: number; dir: string 
     .sort((a, b) => a.step - b.step);
 }
 
-export async function saveCheckpoint(outputDir: string, state: CheckpointState, weights: TensorMap, optimizer: TensorMap, keep: number): Promise<string> {
+/** Weights and moments stream to disk tensor by tensor (sources read on demand), so a save adds about one tensor to memory. */
+export async function saveCheckpoint(outputDir: string, state: CheckpointState, weights: Writable, optimizer: Writable, keep: number): Promise<string> {
   const dir = path.join(checkpointsDir(outputDir), `step-${state.step}`);
   await writeDirAtomic(dir, (tmp) => {
-    fs.writeFileSync(path.join(tmp, 'weights.safetensors'), encodeSafetensors(weights));
-    fs.writeFileSync(path.join(tmp, 'optimizer.safetensors'), encodeSafetensors(optimizer));
+    streamSafetensors(path.join(tmp, 'weights.safetensors'), weights);
+    streamSafetensors(path.join(tmp, 'optimizer.safetensors'), optimizer);
     // state.json last: its presence marks a complete checkpoint even if the rename were not atomic
     fs.writeFileSync(path.join(tmp, 'state.json'), JSON.stringify(state, null, 2));
   });

@@ -23,10 +23,11 @@ import { TrainConfig } from './config';
 import { lrAt, warmupSteps } from './schedule';
 import { barrier, currentGroup, Group, LostRankError } from '../backend/dist';
 import { averageGradients, checkSameRun, sumOverRanks } from './distributed';
+import { estimatePlan, formatPlan, Plan, refuseUnfit, StageResources } from './plan';
 
 export type { TrainConfig };
-import { toHost } from '../model/variables';
-import { TensorMap } from '../model/weights/types';
+import { toSource } from '../model/variables';
+import { TensorMap, TensorSource } from '../model/weights/types';
 
 export interface MicroResult {
   loss: tf.Scalar;
@@ -56,6 +57,8 @@ export interface Stage<B> {
   evaluate?: { due(step: number, totalSteps: number): boolean; run(): Promise<{ metrics: Record<string, number>; score: number }> };
   /** What every rank must share with rank 0 besides the parameters (checked at start under data parallelism). */
   identity?: { config: unknown; data: string };
+  /** Model and batch shapes for the resource plan printed (and checked) before the first step. */
+  resources?: StageResources;
 }
 
 export interface RunOptions {
@@ -63,6 +66,12 @@ export interface RunOptions {
   resume?: boolean;
   /** Stop after this many optimizer steps in this process (tests simulate a crash with it). */
   stopAfter?: number;
+  /** Run even when the plan says memory or disk will not suffice. */
+  force?: boolean;
+  /** Return the resource plan without training (`m3 plan`). */
+  planOnly?: boolean;
+  /** Write no checkpoint (the plan's probe, in a scratch dir). */
+  noCheckpoint?: boolean;
 }
 
 export interface RunResult {
@@ -70,12 +79,13 @@ export interface RunResult {
   finalDir: string;
   stoppedEarly: boolean;
   alreadyFinished?: boolean;
+  plan?: Plan;
 }
 
 export async function runTraining<B>(stage: Stage<B>, cfg: TrainConfig, opts: RunOptions): Promise<RunResult> {
   // one writer per run dir (README "CLI tour"); under data parallelism rank 0 holds it for all ranks
   const group = currentGroup();
-  const lock = group === null || group.rank === 0 ? acquireRunLock(opts.outputDir, `${stage.name} training`) : null;
+  const lock = !opts.planOnly && (group === null || group.rank === 0) ? acquireRunLock(opts.outputDir, `${stage.name} training`) : null;
   try {
     return await runLocked(stage, cfg, opts);
   } finally {
@@ -92,13 +102,20 @@ async function runLocked<B>(stage: Stage<B>, cfg: TrainConfig, opts: RunOptions)
   }
   const group = currentGroup();
   const lead = !group || group.rank === 0;
+  const { total, warmup } = planSteps(stage, cfg);
+  const plan = stage.resources ? estimatePlan({
+    ...stage.resources, stage: stage.name, totalSteps: total, gradAccum: cfg.grad_accum, saveSteps: cfg.save_steps,
+    saveTotalLimit: cfg.save_total_limit, maxGradNorm: cfg.max_grad_norm, worldSize: group?.worldSize ?? 1,
+  }) : undefined;
+  if (opts.planOnly) return { steps: 0, finalDir, stoppedEarly: false, plan };
   if (lead) ensureWritableDir(out);
   if (group) checkSameRun(group, stage.name, { config: stage.identity?.config ?? null, data: stage.identity?.data ?? '', params: stage.params });
-  const { total, warmup } = planSteps(stage, cfg);
+  if (plan && lead) process.stderr.write(formatPlan(plan) + '\n');
+  if (plan && !opts.force) refuseUnfit(plan, out, { localWorldSize: group?.localWorldSize ?? 1, checkDisk: lead && !opts.noCheckpoint });
   const opt = createAdamW({ lr: cfg.learning_rate, betas: [cfg.adam_beta1, cfg.adam_beta2], eps: cfg.adam_epsilon, weightDecay: cfg.weight_decay });
   const stop = watchStopSignals(stage.name);
   const progress = new Progress(stage.name, total, 'step', lead);
-  const run: Run<B> = { stage, cfg, out, opt, total, warmup, progress, group, lead };
+  const run: Run<B> = { stage, cfg, out, opt, total, warmup, progress, group, lead, noCheckpoint: !!opts.noCheckpoint };
   try {
     const state = resumeOrStartFresh(run, opts.resume);
     progress.update(state.step);
@@ -118,7 +135,7 @@ async function trainSteps<B>(run: Run<B>, state: LoopState, finalDir: string, st
   const { stage, cfg, out } = run;
   let stepsThisRun = 0;
   while (state.step < run.total) {
-    const stopping = await trainStep(run, state, stop.requested);
+    const stopping = await outOfMemoryAsUserError(run, state.step + 1, () => trainStep(run, state, stop.requested));
     stepsThisRun += 1;
     if (cfg.save_steps > 0 && state.step % cfg.save_steps === 0) await checkpoint(run, state);
     if (stopping || (stopAfter !== undefined && stepsThisRun >= stopAfter)) {
@@ -136,6 +153,22 @@ async function trainSteps<B>(run: Run<B>, state: LoopState, finalDir: string, st
   }
   if (run.group) barrier('the final save', ioWaitS(run.group));
   return { steps: state.step, finalDir, stoppedEarly: false };
+}
+
+/** What libtorch, our allocator, V8 and CUDA say when memory runs out. */
+const OUT_OF_MEMORY = /bad_alloc|can't allocate memory|out of memory|Array buffer allocation failed|Cannot allocate memory/i;
+
+/** A step whose tensors cannot be allocated ends with one line naming the step and the last checkpoint. */
+async function outOfMemoryAsUserError<T>(run: Run<unknown>, step: number, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    const msg = (e as Error)?.message ?? String(e);
+    if (e instanceof UserError || !OUT_OF_MEMORY.test(msg)) throw e;
+    const good = listCheckpoints(run.out).pop();
+    throw new UserError(`${run.stage.name}: out of memory in step ${step} (${msg.split('\n')[0].slice(0, 160)}); ` +
+      `${good ? `last checkpoint: ${good.dir}` : 'no checkpoint was written yet'}; lower data.batch_size or set train.sub_batch_size (see m3 plan)`);
+  }
 }
 
 /**
@@ -158,6 +191,7 @@ interface Run<B> {
   /** The process group under data parallelism, else null; `lead` is rank 0 (or the only process). */
   group: Group | null;
   lead: boolean;
+  noCheckpoint: boolean;
 }
 
 /** Where the loop is: exactly what a checkpoint records besides weights, optimizer and data position. */
@@ -238,7 +272,7 @@ function watchStopSignals(name: string): StopSignals {
 
 /** Saves a checkpoint of the current step unless one exists (a stop right after a periodic save, the final save). */
 async function checkpoint<B>(run: Run<B>, state: LoopState): Promise<void> {
-  if (state.lastSaved === state.step) return;
+  if (state.lastSaved === state.step || run.noCheckpoint) return;
   const { stage } = run;
   if (run.lead) {
     const adam = exportAdamW(run.opt);
@@ -359,9 +393,10 @@ function accumulate(acc: Map<string, tf.Tensor> | null, grads: Map<string, tf.Te
   return out;
 }
 
-export function exportParams(params: Map<string, tf.Variable>): TensorMap {
-  const out: TensorMap = new Map();
-  for (const [k, v] of params) out.set(k, toHost(v));
+/** The parameters by checkpoint name, read one at a time as they are written. */
+export function exportParams(params: Map<string, tf.Variable>): Map<string, TensorSource> {
+  const out = new Map<string, TensorSource>();
+  for (const [k, v] of params) out.set(k, toSource(v));
   return out;
 }
 

@@ -30,7 +30,8 @@ export function faultPoint(point: string, target: string): void {
 
 const TEMP_PID = /\.tmp-(\d+)-[0-9a-z]+(\.old)?$/;
 
-function alive(pid: number): boolean {
+/** Whether process `pid` runs on this host (EPERM: it does, as another user); this process counts. */
+export function alive(pid: number): boolean {
   if (pid === process.pid) return true;
   try {
     process.kill(pid, 0);

@@ -14,7 +14,7 @@ function printResult(value: unknown): void {
   if ((currentGroup()?.rank ?? 0) === 0) process.stdout.write(JSON.stringify(value) + '\n');
 }
 
-interface TrainArgs extends CommonArgs, LaunchArgs { config: string; resume?: boolean; set?: string[] }
+interface TrainArgs extends CommonArgs, LaunchArgs { config: string; resume?: boolean; set?: string[]; force?: boolean }
 
 const torchrun = (command: string) => `torchrun works too: torchrun --redirects 2 --tee 2 --nproc_per_node 2 --no_python npx m3 ${command} CONFIG `
   + "(torch 1.13's torchrun crashes in its own error handler without the two redirect flags)";
@@ -22,8 +22,9 @@ const torchrun = (command: string) => `torchrun works too: torchrun --redirects 
 const common = (y: Argv, command: string) => launchOptions(y
   .positional('config', { type: 'string', describe: 'YAML config', demandOption: true })
   .option('resume', { type: 'boolean', describe: 'continue from the newest checkpoint (a finished run is left as it is)' })
+  .option('force', { type: 'boolean', describe: 'run even when the plan says memory or disk will not suffice' })
   .option('set', { type: 'string', array: true, describe: 'override a config key: --set train.max_steps=100' })
-  .group(['resume', 'set'], 'Options:'))
+  .group(['resume', 'set', 'force'], 'Options:'))
   .epilogue(torchrun(command));
 
 export const trainCommand: CommandModule<object, TrainArgs> = {
@@ -37,7 +38,7 @@ export const trainCommand: CommandModule<object, TrainArgs> = {
     .example('$0 train CONFIG --nproc-per-node 4 --nnodes 2 --node-rank 0 --master-addr 10.0.0.1', 'two nodes (on the second: --node-rank 1)'),
   handler: withLauncher<TrainArgs>((args) => loadStageConfig(args.config, args.set ?? []), handler<TrainArgs>(async (args) => {
     const cfg = loadStageConfig(args.config, args.set ?? []);
-    const r = await runStage(cfg, { resume: args.resume });
+    const r = await runStage(cfg, { resume: args.resume, force: args.force });
     printResult({ stage: cfg.stage, steps: r.steps, final: r.stoppedEarly ? null : r.finalDir, stopped_early: r.stoppedEarly });
   }, { backend: true })),
 };
@@ -52,7 +53,7 @@ export const pipelineCommand: CommandModule<object, TrainArgs> = {
     .example('$0 pipeline configs/tiny/pipeline.yaml --nproc-per-node 2', 'data-parallel: 2 workers on this machine')
     .example('$0 pipeline CONFIG --nproc-per-node 4 --nnodes 2 --node-rank 0 --master-addr 10.0.0.1', 'two nodes (on the second: --node-rank 1)'),
   handler: withLauncher<TrainArgs>((args) => pipelineStages(args.config, args.set ?? []), handler<TrainArgs>(async (args) => {
-    const runs = await runPipeline(args.config, args.set ?? [], { resume: args.resume });
+    const runs = await runPipeline(args.config, args.set ?? [], { resume: args.resume, force: args.force });
     printResult(runs.map((r) => ({ stage: r.name, output_dir: r.config.output_dir, steps: r.result?.steps ?? null, skipped: r.result === null })));
   }, { backend: true })),
 };

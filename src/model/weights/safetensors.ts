@@ -8,7 +8,7 @@ import * as fs from 'fs';
 import { UserError } from '../../util/errors';
 import { BYTES_PER_ELEMENT, decodeTensor, encodeTensor, isStoredDType, StoredDType, WritableDType } from './dtype';
 import { openForRead, readAt, writeAll, writeFileStreamAtomic } from './fileio';
-import { HostTensor, TensorMap } from './types';
+import { HostTensor, TensorMap, TensorSource } from './types';
 
 const MAX_HEADER_BYTES = 100 * 1024 * 1024; // the reference implementation's own limit
 
@@ -85,20 +85,25 @@ export interface SafetensorsWriteOptions {
   floatDtype?: 'F32' | 'F16' | 'BF16';
 }
 
+type Writable = TensorMap | Map<string, TensorSource>;
+
+const sourceOf = (t: HostTensor | TensorSource): TensorSource => ('read' in t ? t : { dtype: t.dtype, shape: t.shape, read: () => t.data });
+
+interface Part { name: string; s: TensorSource; n: number; dtype: WritableDType }
+
 /** The header (length prefix + padded JSON) and the tensors in data order (sorted by name). */
-function layout(tensors: TensorMap, o: SafetensorsWriteOptions): { head: Buffer; parts: { t: HostTensor; dtype: WritableDType }[] } {
+function layout(tensors: Writable, o: SafetensorsWriteOptions): { head: Buffer; parts: Part[] } {
   const names = [...tensors.keys()].sort();
   const header: Record<string, unknown> = {};
-  const parts: { t: HostTensor; dtype: WritableDType }[] = [];
+  const parts: Part[] = [];
   let off = 0;
   for (const name of names) {
-    const t = tensors.get(name) as HostTensor;
-    const n = t.shape.reduce((a, b) => a * b, 1);
-    if (t.data.length !== n) throw new Error(`tensor '${name}': ${t.data.length} values for shape [${t.shape}]`);
-    const dtype: WritableDType = t.dtype === 'float32' ? o.floatDtype ?? 'F32' : 'I32';
+    const s = sourceOf(tensors.get(name)!);
+    const n = s.shape.reduce((a, b) => a * b, 1);
+    const dtype: WritableDType = s.dtype === 'float32' ? o.floatDtype ?? 'F32' : 'I32';
     const bytes = n * BYTES_PER_ELEMENT[dtype];
-    header[name] = { dtype, shape: t.shape, data_offsets: [off, off + bytes] };
-    parts.push({ t, dtype });
+    header[name] = { dtype, shape: s.shape, data_offsets: [off, off + bytes] };
+    parts.push({ name, s, n, dtype });
     off += bytes;
   }
   header.__metadata__ = o.metadata ?? { format: 'pt' };
@@ -110,20 +115,27 @@ function layout(tensors: TensorMap, o: SafetensorsWriteOptions): { head: Buffer;
   return { head, parts };
 }
 
+/** One tensor's bytes, read from its source now. */
+function encodePart(p: Part): Uint8Array {
+  const data = p.s.read();
+  if (data.length !== p.n) throw new Error(`tensor '${p.name}': ${data.length} values for shape [${p.s.shape}]`);
+  return encodeTensor({ dtype: p.s.dtype, shape: p.s.shape, data }, p.dtype);
+}
+
 /** Serialises tensors in memory (float32 → F32 unless asked otherwise, int32 → I32), in name order. */
 export function encodeSafetensors(tensors: TensorMap, metadata: Record<string, string> = { format: 'pt' }, floatDtype?: 'F32' | 'F16' | 'BF16'): Buffer {
   const { head, parts } = layout(tensors, { metadata, floatDtype });
-  return Buffer.concat([head, ...parts.map((p) => encodeTensor(p.t, p.dtype))]);
+  return Buffer.concat([head, ...parts.map(encodePart)]);
 }
 
 /** Streams a safetensors file to an open descriptor, one tensor at a time (no whole-file buffer). */
-export function writeSafetensorsFd(fd: number, tensors: TensorMap, o: SafetensorsWriteOptions = {}): void {
+export function writeSafetensorsFd(fd: number, tensors: Writable, o: SafetensorsWriteOptions = {}): void {
   const { head, parts } = layout(tensors, o);
   writeAll(fd, head);
-  for (const p of parts) writeAll(fd, encodeTensor(p.t, p.dtype));
+  for (const p of parts) writeAll(fd, encodePart(p));
 }
 
 /** Writes a safetensors file atomically (temp file + rename), streaming tensor by tensor. */
-export function writeSafetensors(file: string, tensors: TensorMap, o: SafetensorsWriteOptions = {}): void {
+export function writeSafetensors(file: string, tensors: Writable, o: SafetensorsWriteOptions = {}): void {
   writeFileStreamAtomic(file, (fd) => writeSafetensorsFd(fd, tensors, o));
 }

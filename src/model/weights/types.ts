@@ -12,3 +12,13 @@ export interface HostTensor {
 
 /** Tensors by name, in the order the file stored them. */
 export type TensorMap = Map<string, HostTensor>;
+
+/**
+ * A tensor to write whose values are produced only when it is written: a checkpoint reads its device
+ * tensors one at a time, so writing one never holds a host copy of every weight and moment at once.
+ */
+export interface TensorSource {
+  dtype: HostDType;
+  shape: number[];
+  read(): Float32Array | Int32Array;
+}

@@ -38,9 +38,18 @@ export interface StartAt {
   sets: string[];
 }
 
-/** Runs one stage config. */
-export function runStage(cfg: StageConfig, opts: Omit<RunOptions, 'outputDir'>): Promise<RunResult> {
-  return cfg.stage === 'retromae' ? runPretrain(cfg, opts) : runFinetune(cfg, opts);
+/**
+ * Runs one stage config, holding its output_dir's lock from the start (before the model and data load, so
+ * a second writer is refused at once); under data parallelism rank 0 holds it for all ranks.
+ */
+export async function runStage(cfg: StageConfig, opts: Omit<RunOptions, 'outputDir'>): Promise<RunResult> {
+  const lead = (distEnvFrom(process.env)?.rank ?? 0) === 0;
+  const lock = lead && !opts.planOnly ? acquireRunLock(cfg.output_dir, `${cfg.stage} training`) : null;
+  try {
+    return await (cfg.stage === 'retromae' ? runPretrain(cfg, opts) : runFinetune(cfg, opts));
+  } finally {
+    lock?.release();
+  }
 }
 
 /**

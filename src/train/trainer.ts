@@ -15,7 +15,6 @@ import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../util/errors';
 import { ensureWritableDir } from '../util/fsx';
 import { Progress } from '../util/progress';
-import { acquireRunLock } from '../util/run-lock';
 import { deriveSeed } from '../util/rng';
 import { AdamW, adamwStep, clipGradNorm, createAdamW, disposeAdamW, exportAdamW, importAdamW } from './adamw';
 import { appendMetrics, isFinished, listCheckpoints, loadCheckpoint, markFinished, saveCheckpoint, truncateMetrics } from './checkpoint';
@@ -83,17 +82,6 @@ export interface RunResult {
 }
 
 export async function runTraining<B>(stage: Stage<B>, cfg: TrainConfig, opts: RunOptions): Promise<RunResult> {
-  // one writer per run dir (README "CLI tour"); under data parallelism rank 0 holds it for all ranks
-  const group = currentGroup();
-  const lock = !opts.planOnly && (group === null || group.rank === 0) ? acquireRunLock(opts.outputDir, `${stage.name} training`) : null;
-  try {
-    return await runLocked(stage, cfg, opts);
-  } finally {
-    lock?.release();
-  }
-}
-
-async function runLocked<B>(stage: Stage<B>, cfg: TrainConfig, opts: RunOptions): Promise<RunResult> {
   const out = opts.outputDir;
   const finalDir = path.join(out, 'final');
   if (opts.resume && isFinished(out)) {

@@ -119,3 +119,27 @@ describeTorch('m3 plan and the guard rails around a run', () => {
     expect(lines[0]).toMatch(/m3: error: unified: out of memory in step 1 \(.*\); no checkpoint was written yet; lower data\.batch_size or set train\.sub_batch_size/);
   });
 });
+
+describe('a checkpoint that hits a full disk', () => {
+  test('removes its temp dir, keeps the previous checkpoints and stops with one line', () => {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'm3-full-'));
+    try {
+      const out = path.join(tmp, 'run');
+      const args = ['train', TINY, '--set', `output_dir=${out}`, '--set', 'train.save_steps=2', '--set', 'train.max_steps=4'];
+      expect(runCli(args).code).toBe(0);
+      fs.rmSync(path.join(out, 'finished.json')); // as if it had stopped after step 4: --resume continues it
+      // files over 12 MB cannot be written: the weights (8 MB) still can, the AdamW moments (16 MB) cannot
+      const cmd = `ulimit -f 12000; exec "${process.execPath}" bin/m3.js ${args.map((a) => `'${a}'`).join(' ')} --set train.max_steps=6 --resume`;
+      const r = spawnSync('bash', ['-c', cmd], { cwd: ROOT, env: { ...process.env, M3_FROM_SRC: '1', M3_PROGRESS: '0', M3_BACKEND: 'wasm' }, encoding: 'utf8', timeout: 120_000 });
+      expect(r.status).toBe(1);
+      const lines = r.stderr.split('\n').filter((l) => l.startsWith('m3: '));
+      expect(lines).toHaveLength(1);
+      expect(lines[0]).toMatch(/m3: error: .*checkpoints\/step-6: disk full \(EFBIG\); nothing was written/);
+      const left = fs.readdirSync(path.join(out, 'checkpoints'));
+      expect(left.sort()).toEqual(['step-2', 'step-4']);
+      expect(fs.existsSync(path.join(out, 'checkpoints', 'step-4', 'state.json'))).toBe(true);
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+});

@@ -116,6 +116,15 @@ export function checkSameRun(group: Group, stage: string, parts: { config: unkno
 }
 
 /**
+ * How long ranks wait at a barrier while rank 0 writes a checkpoint, evaluates or prepares data: long,
+ * since a rank that dies meanwhile is noticed at once anyway (its connection closes); the bound only
+ * catches a silent hang.
+ */
+export function ioWaitS(group: Group): number {
+  return Math.max(group.timeoutS, 3600);
+}
+
+/**
  * Work whose result lands on a shared disk (preparing a dataset into the cache): rank 0 does it while
  * the others wait, then they find it done (so no two processes prepare the same entry at once).
  */
@@ -123,10 +132,10 @@ export async function rank0First<T>(group: Group | null, what: string, fn: () =>
   if (!group) return fn();
   if (group.rank === 0) {
     const r = await fn();
-    barrier(what, Math.max(group.timeoutS, 3600));
+    barrier(what, ioWaitS(group));
     return r;
   }
-  barrier(what, Math.max(group.timeoutS, 3600));
+  barrier(what, ioWaitS(group));
   return fn();
 }
 

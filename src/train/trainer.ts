@@ -21,7 +21,7 @@ import { appendMetrics, isFinished, listCheckpoints, loadCheckpoint, markFinishe
 import { TrainConfig } from './config';
 import { lrAt, warmupSteps } from './schedule';
 import { barrier, currentGroup, Group, LostRankError } from '../backend/dist';
-import { averageGradients, checkSameRun, sumOverRanks } from './distributed';
+import { averageGradients, checkSameRun, ioWaitS, sumOverRanks } from './distributed';
 import { estimatePlan, formatPlan, Plan, refuseUnfit, StageResources } from './plan';
 
 export type { TrainConfig };
@@ -157,14 +157,6 @@ async function outOfMemoryAsUserError<T>(run: Run<unknown>, step: number, fn: ()
     throw new UserError(`${run.stage.name}: out of memory in step ${step} (${msg.split('\n')[0].slice(0, 160)}); ` +
       `${good ? `last checkpoint: ${good.dir}` : 'no checkpoint was written yet'}; lower data.batch_size or set train.sub_batch_size (see m3 plan)`);
   }
-}
-
-/**
- * How long ranks wait at a barrier while rank 0 writes a checkpoint or evaluates: long, since a rank that
- * dies meanwhile is noticed at once anyway (its connection closes); the bound only catches a silent hang.
- */
-function ioWaitS(group: Group): number {
-  return Math.max(group.timeoutS, 3600);
 }
 
 /** What stays fixed for the whole run; the parts of the loop below share it. */

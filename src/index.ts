@@ -24,6 +24,8 @@ export { encodeIds, encodeTexts } from './model/inference';
 export type { Embedding, EncodeOptions, OutputKind } from './model/inference';
 export { colbertScore, denseScore, fuseScores, lexicalScore, MODE_ALIASES, modeNamed, MODES } from './model/scores';
 export type { Mode, ModeScores, SparseVec } from './model/scores';
+export { exportOnnx } from './model/export';
+export type { ExportOptions, ExportResult } from './model/export';
 // data
 export { prepareDataset } from './data/prepare';
 export type { PrepareOptions } from './data/prepare';
@@ -37,6 +39,8 @@ export type { StageRun } from './recipes/pipeline';
 export { runDemo } from './recipes/demo';
 export type { DemoOptions, DemoResults } from './recipes/demo';
 export type { RunResult } from './train/trainer';
+export { planStage } from './recipes/plan';
+export type { Plan } from './train/plan';
 // evaluation and hard-negative mining
 export { evaluateBeir, formatResultsTable, retrieveBeir } from './eval/beir';
 export type { BeirEvalOptions, EvalResults } from './eval/beir';

@@ -10,6 +10,7 @@ import { dataCommand } from './commands/data';
 import { demoCommand } from './commands/demo';
 import { reportCommand } from './commands/report';
 import { planCommand } from './commands/plan';
+import { exportCommand } from './commands/export';
 
 export function cli(argv: string[]) {
   return yargs(argv)
@@ -24,6 +25,7 @@ export function cli(argv: string[]) {
     .command(pipelineCommand as never)
     .command(planCommand as never)
     .command(evalCommand as never)
+    .command(exportCommand as never)
     .command(mineCommand as never)
     .command(dataCommand as never)
     .command(demoCommand as never)

@@ -1,7 +1,9 @@
 /**
  * `m3 data prepare`: JSONL → tokenized Arrow, split by length bucket, plus manifest.json. Everything is
  * written into a temp dir beside the output and renamed into place, so a failure (bad input, full disk)
- * leaves nothing behind. Inputs are streamed: memory does not grow with the input size.
+ * leaves nothing behind. Inputs are streamed: memory does not grow with the input size. The main thread reads,
+ * validates and writes; tokenizing, the bulk of the work, runs in chunks on --workers threads (tokenize-pool),
+ * handed back in input order, so the output does not depend on the number of workers.
  */
 import { createHash } from 'crypto';
 import * as fs from 'fs';
@@ -13,11 +15,15 @@ import { writeDirAtomic, writeFileAtomic } from '../util/fsx';
 import { Progress } from '../util/progress';
 import { waitForLock } from '../util/run-lock';
 import { ArrowFileWriter, ChunkBuilder, openArrowWriter, pairChunkBuilder, PairRow, pretrainChunkBuilder } from './arrow';
+import { textCost, TokenizedChunk } from './encode';
 import { digestFile, discoverInputs, InputGroup, readLines, stem } from './lines';
 import {
   ArrowFileEntry, bucketOf, DatasetEntry, FORMAT_NAME, FORMAT_VERSION, Manifest, MANIFEST_FILE, PrepareSettings, readManifest, SourceEntry,
 } from './manifest';
 import { DataFormat, DATA_FORMATS, describeInvalid, InvalidReason, isInvalidRecord, PairRecord, parseRecord, TextRecord } from './records';
+import { createTokenizePool, TokenizePool, WorkStats } from './tokenize-pool';
+
+export { encodeTruncated } from './encode';
 
 export interface PrepareOptions {
   format: DataFormat;
@@ -45,11 +51,29 @@ export interface PrepareOptions {
   progress?: boolean;
   /** Token ids per Arrow record batch (default 256Ki ≈ 1 MiB): the unit a reader loads and seeks to. */
   chunkIds?: number;
+  /** Threads that tokenize, the main one included (default: os.availableParallelism()); the output is the same for any number. */
+  workers?: number;
+  /** Where the tokenizer was loaded from: worker threads load it from there (otherwise from a copy `tok.save()` writes into the temp output dir). */
+  tokenizerDir?: string;
+  /** About how many characters of text one unit of tokenizing work holds (default 64Ki; tests make it small). */
+  workChars?: number;
+  /** Start the worker threads at once and wait for them (tests: a small input would be done before one is up). */
+  awaitWorkers?: boolean;
+  /** Told at the end how the tokenizing was shared out (benchmarks, tests). */
+  onWorkStats?: (s: WorkStats) => void;
 }
 
 /** Rows flush to a new record batch at this many token ids (~1 MiB) or rows. */
 const CHUNK_IDS = 256 * 1024;
 const CHUNK_ROWS = 8192;
+/** Characters of text per chunk of tokenizing work (~20k tokens, tens of ms: the unit handed to a thread). */
+const WORK_CHARS = 64 * 1024;
+
+function resolveWorkers(opts: PrepareOptions): number {
+  const n = opts.workers ?? os.availableParallelism();
+  check(Number.isInteger(n) && n >= 1, `--workers must be an integer ≥ 1, got ${n}`);
+  return n;
+}
 
 function resolveLengths(opts: PrepareOptions): Manifest['maxLengths'] {
   check(DATA_FORMATS.includes(opts.format), `--format must be one of ${DATA_FORMATS.join(', ')}, got '${opts.format}'`);
@@ -76,30 +100,6 @@ function resolveSettings(opts: PrepareOptions): PrepareSettings {
   return s;
 }
 
-/**
- * encode(text, maxLength) without tokenizing all of a long text: a prefix cut at a space is tokenized
- * first, and kept when it already yields more tokens than fit. Pre-tokenizers split at spaces, so the
- * tokens before the cut are the ones the whole text gives; otherwise the whole text is tokenized.
- */
-export function encodeTruncated(tok: Tokenizer, text: string, maxLength: number): number[] {
-  const nSpecial = (tok.clsId >= 0 ? 1 : 0) + (tok.sepId >= 0 ? 1 : 0);
-  const budget = maxLength - nSpecial;
-  let chars = budget * 5 + 32;
-  while (text.length > chars) {
-    const cut = text.lastIndexOf(' ', chars);
-    if (cut <= 0) break;
-    const ids = tok.tokenize(text.slice(0, cut));
-    if (ids.length > budget) {
-      const out = ids.slice(0, budget);
-      if (tok.clsId >= 0) out.unshift(tok.clsId);
-      if (tok.sepId >= 0) out.push(tok.sepId);
-      return out;
-    }
-    chars *= 2;
-  }
-  return tok.encode(text, maxLength);
-}
-
 function applyInstruction(format: string, instruction: string, text: string): string {
   let i = 0;
   return format.replace(/\{\}/g, () => (i++ === 0 ? instruction : text));
@@ -119,6 +119,8 @@ interface SourceResult {
 
 interface Context {
   tok: Tokenizer;
+  pool: TokenizePool;
+  workChars: number;
   format: DataFormat;
   lengths: Manifest['maxLengths'];
   settings: PrepareSettings;
@@ -128,7 +130,11 @@ interface Context {
   onBytes: (n: number) => void;
 }
 
-/** Tokenizes one input file into one Arrow file per length bucket under tmp/data/. */
+/**
+ * Tokenizes one input file into one Arrow file per length bucket under tmp/data/. Lines are read and
+ * validated here, in order (the first bad line stops it, naming file:line); their texts go to the pool in
+ * chunks, and each chunk's ids come back here in order to be bucketed and written.
+ */
 async function prepareSource(file: string, index: number, ctx: Context): Promise<SourceResult> {
   const { lines, digest } = readLines(file, ctx.onBytes);
   const isPairs = ctx.format !== 'pretrain';
@@ -140,6 +146,28 @@ async function prepareSource(file: string, index: number, ctx: Context): Promise
   let first: PairRecord | null = null;
   let hasScores = true;
   let minNeg = Infinity;
+  // the chunk being filled: texts to tokenize, their max lengths, the pair records they belong to
+  let texts: string[] = [];
+  let maxLengths: number[] = [];
+  let records: PairRecord[] = [];
+  let cost = 0;
+  const add = (text: string, maxLength: number) => {
+    texts.push(text);
+    maxLengths.push(maxLength);
+    cost += textCost(text, maxLength);
+  };
+  const submit = async () => {
+    if (!texts.length) return;
+    const [chunkTexts, chunkLengths, chunkRecords] = [texts, maxLengths, records];
+    texts = [];
+    maxLengths = [];
+    records = [];
+    cost = 0;
+    await ctx.pool.submit(chunkTexts, chunkLengths, (r) => {
+      if (isPairs) writePairRows(chunkRecords, chunkTexts, r, withText, out);
+      else for (let i = 0; i < chunkTexts.length; i++) packer.pack(r.ids.subarray(r.offsets[i], r.offsets[i + 1]));
+    });
+  };
   try {
     for await (const { lineNo, text } of lines) {
       seen++;
@@ -149,17 +177,19 @@ async function prepareSource(file: string, index: number, ctx: Context): Promise
         skipped[rec.reason] = (skipped[rec.reason] ?? 0) + 1;
         continue;
       }
-      if (!isPairs) {
-        packer.pack(ctx.tok.tokenize((rec as TextRecord).text));
-        continue;
+      if (!isPairs) add((rec as TextRecord).text, 0);
+      else {
+        const r = rec as PairRecord;
+        if (!first) first = r;
+        if (r.posScores === null) hasScores = false;
+        minNeg = Math.min(minNeg, r.neg.length);
+        pairTexts(r, ctx, add);
+        records.push(r);
       }
-      const r = rec as PairRecord;
-      if (!first) first = r;
-      if (r.posScores === null) hasScores = false;
-      minNeg = Math.min(minNeg, r.neg.length);
-      const { row, longest, nIds } = encodePairRow(r, ctx, withText);
-      out.write(bucketOf(longest), row, nIds);
+      if (cost >= ctx.workChars) await submit();
     }
+    await submit();
+    await ctx.pool.drain();
     if (!isPairs) packer.flush();
     if (seen === 0) {
       if (!ctx.skipInvalid) throw new UserError(`${file}:1: empty file (no JSON lines)`);
@@ -182,39 +212,44 @@ async function prepareSource(file: string, index: number, ctx: Context): Promise
 }
 
 /**
- * A pair record tokenized, with its longest sequence (for the length bucket) and its token count. The query
+ * A pair record's texts to tokenize, in order: the query, its positives, its negatives. The query
  * instruction follows FlagEmbedding: a row's `prompt` replaces it, and is used only when an instruction is
  * set; symmetric_sts / symmetric_clustering passages are the same kind of text as queries and get it too.
  */
-function encodePairRow(r: PairRecord, ctx: Context, withText: boolean): { row: PairRow; longest: number; nIds: number } {
+function pairTexts(r: PairRecord, ctx: Context, add: (text: string, maxLength: number) => void): void {
   const { queryInstruction, queryInstructionFormat } = ctx.settings;
   const instruction = queryInstruction === null ? null : r.prompt ?? queryInstruction;
   const withInstr = (t: string) => (instruction === null ? t : applyInstruction(queryInstructionFormat, instruction, t));
   const symmetricPassages = r.type === 'symmetric_sts' || r.type === 'symmetric_clustering';
-  const passageText = (t: string) => (symmetricPassages ? withInstr(t) : t);
-  const passage = (t: string) => encodeTruncated(ctx.tok, passageText(t), ctx.lengths.passage ?? 0);
-  const q = encodeTruncated(ctx.tok, withInstr(r.query), ctx.lengths.query ?? 0);
-  const pos = r.pos.map(passage);
-  const neg = r.neg.map(passage);
-  let longest = q.length;
-  let nIds = q.length;
-  for (const p of pos) {
-    longest = Math.max(longest, p.length);
-    nIds += p.length;
+  const passage = ctx.lengths.passage ?? 0;
+  add(withInstr(r.query), ctx.lengths.query ?? 0);
+  for (const p of r.pos) add(symmetricPassages ? withInstr(p) : p, passage);
+  for (const p of r.neg) add(symmetricPassages ? withInstr(p) : p, passage);
+}
+
+/** Writes a chunk's pair rows from its ids (texts: what pairTexts gave, in the same order), each to its length bucket. */
+function writePairRows(records: PairRecord[], texts: string[], r: TokenizedChunk, withText: boolean, out: { write(bucket: string, row: unknown, nIds: number): void }): void {
+  let k = 0;
+  const next = () => r.ids.subarray(r.offsets[k], r.offsets[++k]);
+  for (const rec of records) {
+    const first = k;
+    const query = next();
+    const pos = rec.pos.map(next);
+    const neg = rec.neg.map(next);
+    let longest = 0;
+    for (let i = first; i < k; i++) longest = Math.max(longest, r.offsets[i + 1] - r.offsets[i]);
+    const row: PairRow = {
+      query, pos, neg, posScores: rec.posScores, negScores: rec.negScores, posText: withText ? texts.slice(first + 1, first + 1 + pos.length) : undefined,
+    };
+    out.write(bucketOf(longest), row, r.offsets[k] - r.offsets[first]);
   }
-  for (const p of neg) {
-    longest = Math.max(longest, p.length);
-    nIds += p.length;
-  }
-  const row: PairRow = { query: q, pos, neg, posScores: r.posScores, negScores: r.negScores, posText: withText ? r.pos.map(passageText) : undefined };
-  return { row, longest, nIds };
 }
 
 /**
  * Pretrain packing (RetroMAE's preprocessing packs sentences the same way): texts' tokens are cut into blocks
  * of maxLen minus the special tokens, short texts and tails share blocks, every block is [CLS] … [SEP].
  */
-function blockPacker(tok: Tokenizer, maxLen: number, write: (row: Int32Array) => void): { pack(ids: number[]): void; flush(): void } {
+function blockPacker(tok: Tokenizer, maxLen: number, write: (row: Int32Array) => void): { pack(ids: Int32Array): void; flush(): void } {
   const nSpecial = (tok.clsId >= 0 ? 1 : 0) + (tok.sepId >= 0 ? 1 : 0);
   const block = maxLen - nSpecial;
   let pending: number[] = [];
@@ -231,14 +266,14 @@ function blockPacker(tok: Tokenizer, maxLen: number, write: (row: Int32Array) =>
     pack(ids) {
       if (ids.length === 0) return;
       if (pending.length + ids.length <= block) {
-        for (const t of ids) pending.push(t);
+        for (let i = 0; i < ids.length; i++) pending.push(ids[i]);
         return;
       }
       if (pending.length) writeBlock(pending);
       pending = [];
       let s = 0;
-      for (; ids.length - s > block; s += block) writeBlock(ids.slice(s, s + block));
-      pending = ids.slice(s);
+      for (; ids.length - s > block; s += block) writeBlock(ids.subarray(s, s + block));
+      pending = Array.from(ids.subarray(s));
     },
     flush() {
       if (pending.length) writeBlock(pending);
@@ -364,6 +399,7 @@ function assignDatasets(groups: InputGroup[], results: SourceResult[][], setting
 export async function prepareDataset(inputs: string[], tok: Tokenizer, output: string, opts: PrepareOptions): Promise<Manifest> {
   const lengths = resolveLengths(opts);
   const settings = resolveSettings(opts);
+  const workers = resolveWorkers(opts);
   const groups = discoverInputs(inputs);
   const allFiles = groups.flatMap((g) => g.files);
   const totalBytes = allFiles.reduce((a, f) => a + fs.statSync(f).size, 0);
@@ -371,21 +407,33 @@ export async function prepareDataset(inputs: string[], tok: Tokenizer, output: s
   let bytes = 0;
   const log = (s: string) => process.stderr.write(`m3 data prepare: ${s}\n`);
   let manifest: Manifest | null = null;
-  await writeDirAtomic(output, async (tmp) => {
+  const workChars = opts.workChars ?? WORK_CHARS;
+  check(Number.isInteger(workChars) && workChars >= 1, `workChars must be an integer ≥ 1, got ${workChars}`);
+  let work: WorkStats | null = null;
+  const fill = async (tmp: string) => {
     fs.mkdirSync(path.join(tmp, 'data'));
+    // threads pay off from the second chunk of work on; a tokenizer copy for them goes in the temp dir, gone before the rename
+    const pool = createTokenizePool(tok, workers, {
+      tokenizerDir: opts.tokenizerDir, copyDir: path.join(tmp, '.tokenizer'), startAfterChars: workChars, awaitWorkers: opts.awaitWorkers,
+    });
     const ctx: Context = {
-      tok, format: opts.format, lengths, settings, skipInvalid: !!opts.skipInvalid, chunkIds: opts.chunkIds ?? CHUNK_IDS, tmp,
+      tok, pool, workChars, format: opts.format, lengths, settings, skipInvalid: !!opts.skipInvalid, chunkIds: opts.chunkIds ?? CHUNK_IDS, tmp,
       onBytes: (n) => {
         bytes += n;
         progress?.update(Math.floor(bytes / 1024));
       },
     };
     const results: SourceResult[][] = [];
-    let index = 0;
-    for (const g of groups) {
-      const rs: SourceResult[] = [];
-      for (const f of g.files) rs.push(await prepareSource(f, index++, ctx));
-      results.push(rs);
+    try {
+      let index = 0;
+      for (const g of groups) {
+        const rs: SourceResult[] = [];
+        for (const f of g.files) rs.push(await prepareSource(f, index++, ctx));
+        results.push(rs);
+      }
+    } finally {
+      await pool.close();
+      work = pool.stats();
     }
     const flat = results.flat();
     const datasets = assignDatasets(groups, results, settings, tmp, log);
@@ -408,7 +456,9 @@ export async function prepareDataset(inputs: string[], tok: Tokenizer, output: s
       tokens: flat.reduce((a, r) => a + r.tokens, 0),
     };
     writeFileAtomic(path.join(tmp, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
-  });
+  };
+  await writeDirAtomic(output, fill);
+  opts.onWorkStats?.(work!);
   progress?.update(Math.ceil(totalBytes / 1024));
   progress?.done(`${manifest!.rows} rows`);
   if (Object.keys(manifest!.skipped).length) log(`skipped invalid input: ${formatCounts(manifest!.skipped)}`);
@@ -434,6 +484,7 @@ export async function prepareOrReuse(
   const tok = loadTokenizer(tokenizerDir);
   const lengths = resolveLengths(opts);
   const settings = resolveSettings(opts);
+  resolveWorkers(opts);
   const groups = discoverInputs(inputs);
   const sources: { name: string; sha256: string }[] = [];
   for (const g of groups) {
@@ -470,7 +521,7 @@ export async function prepareOrReuse(
   try {
     const ready = reusable();
     if (ready) return { dir, manifest: ready, reused: true };
-    const manifest = await prepareDataset(inputs, tok, dir, opts);
+    const manifest = await prepareDataset(inputs, tok, dir, { tokenizerDir, ...opts });
     return { dir, manifest, reused: false };
   } finally {
     lock.release();

@@ -71,6 +71,6 @@ describe('m3 data prepare', () => {
 
   test('--help shows the options and examples', async () => {
     const r = await m3(['data', 'prepare', '--help']);
-    for (const s of ['--format', '--input', '--model', '--output', '--query-max-len', '--passage-max-len', '--max-len', '--skip-invalid', 'Examples:', 'no_in_batch_neg']) expect(r.out).toContain(s);
+    for (const s of ['--format', '--input', '--model', '--output', '--query-max-len', '--passage-max-len', '--max-len', '--skip-invalid', '--workers', 'Examples:', 'no_in_batch_neg']) expect(r.out).toContain(s);
   });
 });

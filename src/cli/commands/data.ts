@@ -1,4 +1,5 @@
 /** `m3 data prepare`: FlagEmbedding JSONL (or raw text) → tokenized Arrow by length bucket + manifest.json. */
+import * as os from 'os';
 import type { Argv, CommandModule } from 'yargs';
 import { loadTokenizer } from '../../model/tokenizer';
 import { prepareDataset } from '../../data/prepare';
@@ -19,6 +20,7 @@ interface PrepareArgs extends CommonArgs {
   text: boolean;
   queryInstruction?: string;
   queryInstructionFormat: string;
+  workers: number;
 }
 
 const prepareCommand: CommandModule<object, PrepareArgs> = {
@@ -38,10 +40,12 @@ const prepareCommand: CommandModule<object, PrepareArgs> = {
     .option('text', { type: 'boolean', default: true, describe: 'keep positive texts (needed for shuffle_ratio); --no-text drops them' })
     .option('query-instruction', { type: 'string', describe: 'instruction before queries; rows\' "prompt" fields replace it and are used only when it is given ("" = prompts only)' })
     .option('query-instruction-format', { type: 'string', default: '{}{}', describe: 'how instruction and query are joined' })
+    .option('workers', { type: 'number', default: os.availableParallelism(), defaultDescription: 'the number of cores', describe: 'threads that tokenize (the output is the same for any number)' })
     .example('$0 data prepare --format finetune --input train/ --model ./bge-m3 --output data/ft', 'every .jsonl in train/ (a *-no_in_batch_neg dir turns off in-batch negatives)')
     .example('$0 data prepare --format finetune --input a.jsonl b.jsonl.gz --model ./bge-m3 --output data/ft --query-max-len 64 --passage-max-len 512', 'longer texts')
     .example('$0 data prepare --format pairs --input pairs.jsonl --model ./m --output data/unsup --skip-invalid', 'weakly supervised pairs, skipping bad rows')
-    .example('$0 data prepare --format pretrain --input corpus.jsonl.gz --model ./m --output data/rmae --max-len 512', 'RetroMAE blocks from {"text": ...} lines') as never,
+    .example('$0 data prepare --format pretrain --input corpus.jsonl.gz --model ./m --output data/rmae --max-len 512', 'RetroMAE blocks from {"text": ...} lines')
+    .example('$0 data prepare --format pairs --input pairs/ --model ./m --output data/unsup --workers 4', 'tokenize on 4 threads') as never,
   handler: handler<PrepareArgs>(async (args) => {
     const tok = loadTokenizer(args.model);
     const m = await prepareDataset(args.input, tok, args.output, {
@@ -55,6 +59,8 @@ const prepareCommand: CommandModule<object, PrepareArgs> = {
       keepText: args.text,
       queryInstruction: args.queryInstruction ?? null,
       queryInstructionFormat: args.queryInstructionFormat,
+      workers: args.workers,
+      tokenizerDir: args.model,
     });
     printJson({
       output: args.output,

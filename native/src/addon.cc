@@ -20,6 +20,10 @@
 #include <c10/core/InferenceMode.h>
 #include <torch/version.h>
 #include <dlfcn.h>
+#ifdef M3_CUDA  // defined by the build when libtorch is a CUDA build and CUDA's headers were found
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
+#endif
 
 #include <cmath>
 #include <cstdlib>
@@ -342,7 +346,10 @@ c10::IValue ToIValue(Napi::Env env, const Napi::Value& v, const c10::TypePtr& ty
 }
 
 Napi::Value FromIValue(Napi::Env env, const c10::IValue& v) {
-  if (v.isTensor()) return Napi::Number::New(env, Store(v.toTensor()));
+  if (v.isTensor()) {  // an undefined tensor (a gradient not asked for) comes back as null
+    if (!v.toTensor().defined()) return env.Null();
+    return Napi::Number::New(env, Store(v.toTensor()));
+  }
   if (v.isTensorList()) {
     auto list = v.toTensorList();
     Napi::Array out = Napi::Array::New(env, list.size());
@@ -526,6 +533,41 @@ Napi::Value CudaAvailable(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), at::hasCUDA());
 }
 
+// cudaMemory(resetPeak?) -> { allocatedBytes, peakAllocatedBytes, reservedBytes } of libtorch's CUDA caching
+// allocator on the current device (what torch.cuda.memory_allocated / max_memory_allocated report), or {}
+// when the addon was built without CUDA. resetPeak restarts the peak from what is allocated now.
+Napi::Value CudaMemory(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object out = Napi::Object::New(env);
+#ifdef M3_CUDA
+  try {
+    if (!at::hasCUDA()) return out;
+    const auto device = c10::cuda::current_device();
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device);
+    // Index 0 is StatType::AGGREGATE in every libtorch version (the enum moved namespaces in 2.x).
+    out.Set("allocatedBytes", static_cast<double>(stats.allocated_bytes[0].current));
+    out.Set("peakAllocatedBytes", static_cast<double>(stats.allocated_bytes[0].peak));
+    out.Set("reservedBytes", static_cast<double>(stats.reserved_bytes[0].current));
+    if (info.Length() > 0 && info[0].ToBoolean().Value()) c10::cuda::CUDACachingAllocator::resetPeakStats(device);
+  } catch (...) {
+    Rethrow(env);
+  }
+#endif
+  return out;
+}
+
+// cudaSynchronize(): waits for the device's queued work (timing only: reading a tensor synchronises anyway).
+Napi::Value CudaSynchronize(const Napi::CallbackInfo& info) {
+#ifdef M3_CUDA
+  try {
+    if (at::hasCUDA()) c10::cuda::device_synchronize();
+  } catch (...) {
+    Rethrow(info.Env());
+  }
+#endif
+  return info.Env().Undefined();
+}
+
 Napi::Value DtypeCodes(Napi::Env env) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("float32", static_cast<int>(at::kFloat));
@@ -534,6 +576,7 @@ Napi::Value DtypeCodes(Napi::Env env) {
   o.Set("int64", static_cast<int>(at::kLong));
   o.Set("float64", static_cast<int>(at::kDouble));
   o.Set("uint8", static_cast<int>(at::kByte));
+  o.Set("bfloat16", static_cast<int>(at::kBFloat16));
   return o;
 }
 
@@ -541,6 +584,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   if (!g_cpuAlloc) {
     g_cpuAlloc = new CachingCpuAllocator(c10::GetCPUAllocator());
     c10::SetCPUAllocator(g_cpuAlloc, /*priority=*/100);
+    // float32 matmuls in float32 on CUDA (no TF32), as PyTorch's default: bf16 is asked for explicitly.
+    at::globalContext().setAllowTF32CuBLAS(false);
   }
   exports.Set("cpuMemory", Napi::Function::New(env, CpuMemory));
   exports.Set("op", Napi::Function::New(env, Op));
@@ -554,6 +599,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("version", Napi::Function::New(env, Version));
   exports.Set("cudaAvailable", Napi::Function::New(env, CudaAvailable));
+  exports.Set("cudaMemory", Napi::Function::New(env, CudaMemory));
+  exports.Set("cudaSynchronize", Napi::Function::New(env, CudaSynchronize));
   exports.Set("dtypeCodes", DtypeCodes(env));
   m3::RegisterDist(env, exports);
   return exports;

@@ -143,3 +143,29 @@ export async function availableBackends(): Promise<BackendName[]> {
   const all = await probeAll();
   return BACKENDS.filter((b) => all[b].available && b !== 'cpu');
 }
+
+/**
+ * bf16 autocast on the torch backend (train.bf16, HF TrainingArguments' name): matmuls and attention run in
+ * bfloat16 inside the kernels while weights, optimizer state, softmax, norms and losses stay float32, as
+ * torch.autocast does. Other backends have no bf16 kernels: asking for it there is a one-line error.
+ */
+export function setBf16Autocast(on: boolean): void {
+  const active = tf.getBackend();
+  if (active !== 'torch') {
+    if (on) throw new UserError(`train.bf16 needs the torch backend (the active backend is ${active}); use --backend torch or set train.bf16: false`);
+    return;
+  }
+  (tf.backend() as unknown as { autocast: boolean }).autocast = on;
+}
+
+/**
+ * The CUDA caching allocator's bytes on the torch backend's device (torch.cuda.memory_allocated and
+ * max_memory_allocated), or null off CUDA. `reset` restarts the peak from what is allocated now.
+ */
+export function deviceMemory(reset = false): { allocatedBytes: number; peakAllocatedBytes: number; reservedBytes: number } | null {
+  if (tf.getBackend() !== 'torch' || (tf.backend() as unknown as { device: Device }).device !== 'cuda') return null;
+  const { addon } = require('./torch/addon') as typeof import('./torch/addon');
+  const m = addon().cudaMemory(reset);
+  if (m.allocatedBytes === undefined) return null;
+  return { allocatedBytes: m.allocatedBytes, peakAllocatedBytes: m.peakAllocatedBytes ?? 0, reservedBytes: m.reservedBytes ?? 0 };
+}

@@ -13,6 +13,8 @@ export interface Ops {
   layerNorm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: number): tf.Tensor;
   /** Exact GELU: x·Φ(x) with the erf form, as PyTorch's default `gelu`. */
   gelu(x: tf.Tensor): tf.Tensor;
+  /** x·Wᵀ + b (W in PyTorch's [out, in] layout) as one GEMM with the bias fused; absent = composite. */
+  linear?(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor): tf.Tensor;
   /** softmax(q·kᵀ·scale + mask)·v in one kernel (no dropout on the probabilities); absent = composite. */
   attention?(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, mask: tf.Tensor, scale: number): tf.Tensor;
   /** −log softmax(logits)[target] per row in one kernel; absent = composite. */
@@ -71,6 +73,8 @@ export function geluTanh(x: tf.Tensor): tf.Tensor {
 
 /** y = x·Wᵀ + b with PyTorch's Linear layout (W is [out, in]); x may have any leading shape. */
 export function linear(x: tf.Tensor, weight: tf.Tensor, bias?: tf.Tensor): tf.Tensor {
+  const fused = ops().linear;
+  if (fused && bias) return fused(x, weight, bias);
   return tf.tidy(() => {
     const inDim = x.shape[x.shape.length - 1];
     const lead = x.shape.slice(0, -1);

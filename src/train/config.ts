@@ -20,6 +20,7 @@ export const TRAIN_SCHEMA = {
   log_steps: { type: 'int', default: 1, min: 1 },
   seed: { type: 'int', default: 42 },
   fix_position_embedding: { type: 'bool', default: false, doc: 'freeze position embeddings' },
+  bf16: { type: 'bool', default: false, doc: 'bf16 autocast (torch backend): matmuls and attention in bfloat16; weights, optimizer, norms, softmax and losses in float32' },
   dist_timeout_s: { type: 'int', default: 60, min: 1, doc: 'data parallel: longest wait for another rank (joining, each collective) before stopping with an error' },
 } as const satisfies Schema;
 

@@ -21,6 +21,7 @@ import { appendMetrics, isFinished, listCheckpoints, loadCheckpoint, markFinishe
 import { TrainConfig } from './config';
 import { lrAt, warmupSteps } from './schedule';
 import { barrier, currentGroup, Group, LostRankError } from '../backend/dist';
+import { setBf16Autocast } from '../backend';
 import { averageGradients, checkSameRun, ioWaitS, sumOverRanks } from './distributed';
 import { estimatePlan, formatPlan, Plan, refuseUnfit, StageResources } from './plan';
 
@@ -96,6 +97,7 @@ export async function runTraining<B>(stage: Stage<B>, cfg: TrainConfig, opts: Ru
     saveTotalLimit: cfg.save_total_limit, maxGradNorm: cfg.max_grad_norm, worldSize: group?.worldSize ?? 1,
   }) : undefined;
   if (opts.planOnly) return { steps: 0, finalDir, stoppedEarly: false, plan };
+  setBf16Autocast(cfg.bf16);
   if (lead) ensureWritableDir(out);
   if (group) checkSameRun(group, stage.name, { config: stage.identity?.config ?? null, data: stage.identity?.data ?? '', params: stage.params });
   if (plan && lead) process.stderr.write(formatPlan(plan) + '\n');
@@ -115,6 +117,7 @@ export async function runTraining<B>(stage: Stage<B>, cfg: TrainConfig, opts: Ru
   } finally {
     stop.remove();
     disposeAdamW(opt);
+    setBf16Autocast(false);
   }
 }
 

@@ -18,6 +18,8 @@ interface TensorData {
   refCount: number;
   /** Only for string and complex64 tensors (JS-resident). */
   values?: tf.backend_util.BackendValues;
+  /** A float32 tensor stored in bfloat16 (bf16 autocast: what matmuls and attention produce). */
+  bf16?: boolean;
 }
 
 const toType = aten('_to_copy');
@@ -32,6 +34,13 @@ function typedFor(values: tf.backend_util.BackendValues | null | undefined, dtyp
 export class TorchBackend extends tf.KernelBackend {
   readonly data: tf.DataStorage<TensorData>;
   readonly device: 'cpu' | 'cuda';
+  /**
+   * bf16 autocast (train.bf16), as torch.autocast: matmuls and attention run in bfloat16 and their float32
+   * outputs stay stored in bfloat16; every other kernel sees float32 (registry.ts's BF16_KERNELS).
+   */
+  autocast = false;
+  /** While a kernel outside BF16_KERNELS runs under autocast: float32 copies of its bf16 inputs, freed after. */
+  private castTemps: Handle[] | null = null;
   private readonly codes = addon().dtypeCodes;
   private readonly dtypeOfCode = new Map<number, string>(Object.entries(addon().dtypeCodes).map(([k, v]) => [v, k]));
 
@@ -106,10 +115,16 @@ export class TorchBackend extends tf.KernelBackend {
     return this.data.numDataIds();
   }
 
-  /** nativeHandles: live libtorch tensors; cpuLiveBytes / cpuCachedBytes: large CPU blocks in use / kept for reuse. */
-  memory(): { unreliable: boolean; reasons?: string[]; nativeHandles: number; cpuLiveBytes: number; cpuCachedBytes: number } {
+  /**
+   * nativeHandles: live libtorch tensors; cpuLiveBytes / cpuCachedBytes: large CPU blocks in use / kept for
+   * reuse; on CUDA, cudaAllocatedBytes / cudaPeakAllocatedBytes: the CUDA caching allocator's bytes in use.
+   */
+  memory(): { unreliable: boolean; reasons?: string[]; nativeHandles: number; cpuLiveBytes: number; cpuCachedBytes: number; cudaAllocatedBytes?: number; cudaPeakAllocatedBytes?: number } {
     const cpu = addon().cpuMemory();
-    return { unreliable: false, nativeHandles: addon().liveHandles(), cpuLiveBytes: cpu.liveBytes ?? 0, cpuCachedBytes: cpu.cachedBytes ?? 0 };
+    const out = { unreliable: false, nativeHandles: addon().liveHandles(), cpuLiveBytes: cpu.liveBytes ?? 0, cpuCachedBytes: cpu.cachedBytes ?? 0 };
+    if (this.device !== 'cuda') return out;
+    const cuda = addon().cudaMemory();
+    return { ...out, cudaAllocatedBytes: cuda.allocatedBytes, cudaPeakAllocatedBytes: cuda.peakAllocatedBytes };
   }
 
   timerAvailable(): boolean {
@@ -117,10 +132,12 @@ export class TorchBackend extends tf.KernelBackend {
   }
 
   async time(f: () => void): Promise<tf.BackendTimingInfo> {
-    // Kernels run synchronously on the calling thread (CPU), so wall time around f is kernel time.
-    // On CUDA the launches are asynchronous; this then measures launch time, as tfjs-node does.
+    // Kernels run synchronously on the calling thread (CPU), so wall time around f is kernel time; on
+    // CUDA the launches are asynchronous, so the device is synchronised before and after.
+    if (this.device === 'cuda') addon().cudaSynchronize();
     const start = process.hrtime.bigint();
     f();
+    if (this.device === 'cuda') addon().cudaSynchronize();
     return { kernelMs: Number(process.hrtime.bigint() - start) / 1e6 };
   }
 
@@ -141,7 +158,29 @@ export class TorchBackend extends tf.KernelBackend {
   h(info: tf.TensorInfo): Handle {
     const d = this.data.get(info.dataId);
     if (!d.handle) throw new Error(`${info.dtype} tensors have no libtorch data (kernels take numeric tensors)`);
+    if (d.bf16 && this.castTemps) {
+      const copy = toType(d.handle, this.codes.float32) as Handle;
+      this.castTemps.push(copy);
+      return copy;
+    }
     return d.handle;
+  }
+
+  /** True when `info` is a float32 tensor stored in bfloat16 (autocast). */
+  isBf16(info: tf.TensorInfo): boolean {
+    return this.data.get(info.dataId).bf16 === true;
+  }
+
+  /** Runs a kernel that takes float32 under autocast: `h()` hands it float32 copies of bf16 inputs. */
+  withFloat32Inputs<T>(run: () => T): T {
+    const outer = this.castTemps;
+    this.castTemps = [];
+    try {
+      return run();
+    } finally {
+      for (const h of this.castTemps) addon().free(h);
+      this.castTemps = outer;
+    }
   }
 
   /**
@@ -153,14 +192,15 @@ export class TorchBackend extends tf.KernelBackend {
     const meta = addon().meta(handle);
     const want = this.codes[dtype as NativeDtype];
     if (want === undefined) throw new Error(`torch backend cannot produce ${dtype} tensors`);
-    if (meta[0] !== want) {
+    const bf16 = this.autocast && dtype === 'float32' && meta[0] === this.codes.bfloat16;
+    if (meta[0] !== want && !bf16) {
       const converted = toType(handle, want) as Handle;
       addon().free(handle);
       handle = converted;
     }
     const shape = meta.slice(1);
     const dataId = {};
-    this.data.set(dataId, { handle, shape, dtype, refCount: 1 });
+    this.data.set(dataId, bf16 ? { handle, shape, dtype, refCount: 1, bf16 } : { handle, shape, dtype, refCount: 1 });
     return { dataId, shape, dtype };
   }
 

@@ -56,15 +56,34 @@ export function attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, mask: tf.Ten
     });
   }
   const fused = tf.customGrad(((qq: tf.Tensor, kk: tf.Tensor, vv: tf.Tensor, mm: tf.Tensor, save: tf.GradSaveFunc) => {
-    const [out, probs] = tf.engine().runKernel('TorchAttention', { q: qq, k: kk, v: vv, mask: mm }, { scale }) as tf.Tensor[];
-    save([qq, kk, vv, probs, mm]);
+    // `saved`: the fused kernel's log-sum-exp or the probabilities (kernels/fused.ts).
+    const [out, saved] = tf.engine().runKernel('TorchAttention', { q: qq, k: kk, v: vv, mask: mm }, { scale }) as tf.Tensor[];
+    save([qq, kk, vv, mm, out, saved]);
     return {
       value: out,
-      gradFunc: (dy: tf.Tensor, [sq, sk, sv, sp, sm]: tf.Tensor[]) =>
-        tf.engine().runKernel('TorchAttentionGrad', { dy, q: sq, k: sk, v: sv, probs: sp, mask: sm }, { scale }) as tf.Tensor[],
+      gradFunc: (dy: tf.Tensor, [sq, sk, sv, sm, so, ss]: tf.Tensor[]) =>
+        tf.engine().runKernel('TorchAttentionGrad', { dy, q: sq, k: sk, v: sv, mask: sm, out: so, saved: ss }, { scale }) as tf.Tensor[],
     };
   }) as unknown as CustomGradientFunc) as (...args: tf.Tensor[]) => tf.Tensor;
   return fused(q, k, v, mask);
+}
+
+/**
+ * x·Wᵀ + b for x [..., in], W [out, in] (PyTorch's Linear layout), b [out]: one GEMM with the bias fused,
+ * forward and backward (kernels/fused.ts `TorchLinear`).
+ */
+export function linear(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor): tf.Tensor {
+  const lead = x.shape.slice(0, -1);
+  const fused = tf.customGrad(((xx: tf.Tensor, w: tf.Tensor, bb: tf.Tensor, save: tf.GradSaveFunc) => {
+    // Under bf16 autocast the kernel also returns x's bf16 copy: the backward keeps that instead of x.
+    const [y, xLowp] = tf.engine().runKernel('TorchLinear', { x: xx, weight: w, bias: bb }, {}) as tf.Tensor[];
+    save([xLowp ?? xx, w]);
+    return {
+      value: y,
+      gradFunc: (dy: tf.Tensor, [sx, sw]: tf.Tensor[]) => tf.engine().runKernel('TorchLinearGrad', { dy, x: sx, weight: sw }, {}) as tf.Tensor[],
+    };
+  }) as unknown as CustomGradientFunc) as (...args: tf.Tensor[]) => tf.Tensor;
+  return tf.tidy(() => tf.reshape(fused(tf.reshape(x, [-1, x.shape[x.shape.length - 1]]), weight, bias), [...lead, weight.shape[0]]));
 }
 
 /**
@@ -123,5 +142,5 @@ function adamw(param: tf.Tensor, m: tf.Tensor, v: tf.Tensor, grad: tf.Tensor, at
 
 /** Drop-in for src/backend/ops.ts's Ops when the torch backend is active. */
 export const torchFusedOps: Partial<Ops> = {
-  layerNorm, gelu, attention, adamw, linearCrossEntropy, softmaxCrossEntropy: (logits: tf.Tensor2D, targets: tf.Tensor1D) => softmaxCrossEntropy(logits, targets),
+  layerNorm, gelu, attention, linear, adamw, linearCrossEntropy, softmaxCrossEntropy: (logits: tf.Tensor2D, targets: tf.Tensor1D) => softmaxCrossEntropy(logits, targets),
 };

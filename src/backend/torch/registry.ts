@@ -17,6 +17,14 @@ export type Inputs = Record<string, tf.TensorInfo>;
 export type TorchKernelFunc = (inputs: Inputs, backend: TorchBackend, attrs: Attrs) => tf.TensorInfo | tf.TensorInfo[];
 
 const nativeKernels = new Map<string, TorchKernelFunc>();
+
+/**
+ * Under bf16 autocast (TorchBackend.autocast) these kernels take bfloat16-stored inputs as they are: the
+ * matmul family and attention compute in bf16 (torch.autocast's lower-precision list), GELU and views keep
+ * their input's type. Every other kernel gets float32 copies (softmax, norms, reductions, losses and the
+ * optimizer run in float32, as under torch.autocast).
+ */
+const BF16_KERNELS = new Set(['Reshape', 'Transpose', 'Identity', 'BatchMatMul', '_FusedMatMul', 'TorchLinear', 'TorchLinearGrad', 'TorchAttention', 'TorchAttentionGrad', 'TorchGelu', 'TorchGeluGrad']);
 const fallbackCounts = new Map<string, number>();
 
 /** Declares a native kernel (called at module load by the kernel family files). */
@@ -140,6 +148,7 @@ export function registerKernels(): void {
           const dtype = inputs[k]?.dtype;
           if (dtype === 'string' || dtype === 'complex64') return runOnCpu(kernelName, inputs, b, attrs);
         }
+        if (b.autocast && !BF16_KERNELS.has(kernelName)) return b.withFloat32Inputs(() => fn(inputs as Inputs, b, attrs));
         return fn(inputs as Inputs, b, attrs);
       }),
     });

@@ -7,7 +7,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { aten, Handle } from '../aten';
 import { kernel } from '../registry';
-import { code, scoped, toDtype } from './util';
+import { code, lowp, scoped, toDtype } from './util';
 
 const nativeLayerNorm = aten('native_layer_norm');
 const nativeLayerNormBackward = aten('native_layer_norm_backward');
@@ -26,32 +26,123 @@ kernel('TorchLayerNormGrad', ({ dy, x, gamma, beta, mean, rstd }, b) => {
 const gelu = aten('gelu');
 const geluBackward = aten('gelu_backward');
 kernel('TorchGelu', ({ x }, b) => b.out(gelu(b.h(x), 'none'), 'float32'));
-kernel('TorchGeluGrad', ({ dy, x }, b) => b.out(geluBackward(b.h(dy), b.h(x), 'none'), 'float32'));
+// The gradient takes x's type (bf16 under autocast), as autograd does: dy may arrive in float32.
+kernel('TorchGeluGrad', ({ dy, x }, b) =>
+  scoped((tmp) => {
+    const g = b.isBf16(dy) === b.isBf16(x) ? b.h(dy) : tmp(toDtype(b.h(dy), code(b.isBf16(x) ? 'bfloat16' : 'float32')));
+    return b.out(geluBackward(g, b.h(x), 'none'), 'float32');
+  }),
+);
 
-// Attention: probs = softmax(q·kᵀ·scale + mask), out = probs·v, for q [..., Lq, D], k/v [..., Lk, D] and an
-// additive mask broadcasting to [..., Lq, Lk].
-const matmul = aten('matmul');
+// Linear layer y = x·Wᵀ + b for x [N, in], W [out, in], b [out]: one GEMM with the bias fused (addmm), as
+// torch.nn.functional.linear. Under bf16 autocast x, W and b enter in bf16 and y stays bf16; the forward then
+// also returns x's bf16 copy, which the backward keeps instead of x (what torch.autocast saves).
+const addmm = aten('addmm');
+const mm = aten('mm');
 const transpose = aten('transpose.int');
+const sumDims = aten('sum.dim_IntList');
+kernel('TorchLinear', ({ x, weight, bias }, b) =>
+  scoped((tmp) => {
+    const xl = lowp(x, b, tmp);
+    const y = b.out(addmm(lowp(bias, b, tmp), xl, tmp(transpose(lowp(weight, b, tmp), 0, 1))), 'float32');
+    if (!b.autocast || b.isBf16(x)) return [y];
+    // xl is a temporary of this scope: hand TF.js its own handle on the same tensor.
+    return [y, b.out(aten('alias')(xl), 'float32')];
+  }),
+);
+// dx = dy·W, dW = dyᵀ·x, db = Σ dy over rows; under autocast the products run in bf16, dx stays bf16 and the
+// parameters' gradients dW, db come back in float32.
+kernel('TorchLinearGrad', ({ dy, x, weight }, b) =>
+  scoped((tmp) => {
+    const g = lowp(dy, b, tmp);
+    const dx = b.out(mm(g, lowp(weight, b, tmp)), 'float32');
+    const dwLowp = mm(tmp(transpose(g, 0, 1)), lowp(x, b, tmp));
+    const dw = b.out(b.autocast ? toDtype(tmp(dwLowp), code('float32')) : dwLowp, 'float32');
+    const db = b.out(sumDims(b.h(dy), [0], false, code('float32')), 'float32');
+    return [dx, dw, db];
+  }),
+);
+
+// Attention: out = softmax(q·kᵀ·scale + mask)·v, for q [B, H, Lq, D], k/v [B, H, Lk, D] and an additive mask
+// broadcasting to [B, H, Lq, Lk]. On CUDA with libtorch ≥ 2.0 it is the fused memory-efficient kernel
+// (aten::_scaled_dot_product_efficient_attention and its backward, as F.scaled_dot_product_attention picks
+// for a masked bf16/fp32 input), which keeps the log-sum-exp instead of the [Lq, Lk] probabilities. Elsewhere
+// (CPU, Debian's libtorch 1.13) the probabilities are computed and kept. The forward returns [out, saved]:
+// the log-sum-exp (fused) or the probabilities, which the backward kernel receives as `saved`.
+const matmul = aten('matmul');
 const mulScalar = aten('mul.Scalar');
 const addTensor = aten('add.Tensor');
 const softmax = aten('_softmax');
 const softmaxBackward = aten('_softmax_backward_data');
 const sumToSize = aten('sum_to_size');
+const sdpaForward = aten('_scaled_dot_product_efficient_attention');
+const sdpaBackward = aten('_scaled_dot_product_efficient_attention_backward');
+const padNd = aten('constant_pad_nd');
+const sliceT = aten('slice.Tensor');
+const expand = aten('expand');
+const emptyT = aten('empty.memory_format');
+const contiguous = aten('contiguous');
+
+let fusedWorks: boolean | null = null; // null until the fused kernel was first tried
+/** Which attention kernel runs: for `m3 info`-style reports and benchmarks. */
+export const attentionKernelInfo = (): string => (fusedWorks ? 'fused (aten::_scaled_dot_product_efficient_attention)' : 'softmax(q·kᵀ)·v');
+
+/**
+ * The additive mask as the fused kernel takes it: q's type, expanded to [B, H, Lq, Lk], and rows whose
+ * length is not a multiple of 16 padded in memory (then sliced back), as PyTorch's preprocess_mask does.
+ */
+function sdpaBias(mask: Handle, q: tf.TensorInfo, k: tf.TensorInfo, dtypeCode: number, tmp: (h: Handle) => Handle): Handle {
+  const lk = k.shape[k.shape.length - 2];
+  let m = tmp(toDtype(mask, dtypeCode));
+  if (lk % 16 !== 0) m = tmp(sliceT(tmp(padNd(m, [0, 16 - (lk % 16)], 0)), -1, 0, lk, 1));
+  return tmp(expand(m, [q.shape[0], q.shape[1], q.shape[2], lk], false));
+}
+
 kernel('TorchAttention', ({ q, k, v, mask }, b, { scale }) =>
   scoped((tmp) => {
-    const scores = tmp(addTensor(tmp(mulScalar(tmp(matmul(b.h(q), tmp(transpose(b.h(k), -1, -2)))), scale)), b.h(mask)));
+    const [qh, kh, vh] = [q, k, v].map((t) => lowp(t, b, tmp));
+    if (b.device === 'cuda' && fusedWorks !== false) {
+      try {
+        const bias = sdpaBias(b.h(mask), q, k, code(b.autocast ? 'bfloat16' : 'float32'), tmp);
+        const [out, lse, seed, offset] = sdpaForward(qh, kh, vh, bias, true, 0, false, scale) as Handle[];
+        tmp(seed);
+        tmp(offset);
+        fusedWorks = true;
+        return [b.out(out, 'float32'), b.out(lse, 'float32')];
+      } catch (e) {
+        // libtorch < 2.0 has no such operator; a shape the kernel refuses takes the composite path below.
+        if (fusedWorks === null) process.stderr.write(`torch backend: fused attention unavailable (${(e as Error).message.split('\n')[0]}); using softmax(q·kᵀ)·v\n`);
+        if (fusedWorks === null) fusedWorks = false;
+      }
+    }
+    // Scores and softmax in float32 (a bf16 product is widened by the float32 mask), the products in q's type.
+    const scores = tmp(addTensor(tmp(mulScalar(tmp(matmul(qh, tmp(transpose(kh, -1, -2)))), scale)), b.h(mask)));
     const probs = softmax(scores, -1, false);
-    return [b.out(matmul(probs, b.h(v)), 'float32'), b.out(probs, 'float32')];
+    const pv = b.autocast ? tmp(toDtype(probs, code('bfloat16'))) : probs;
+    return [b.out(matmul(pv, vh), 'float32'), b.out(probs, 'float32')];
   }),
 );
-kernel('TorchAttentionGrad', ({ dy, q, k, v, probs, mask }, b, { scale }) =>
+// `saved` is what the forward returned beside `out`: the log-sum-exp [B, H, Lq'] (fused) or the float32
+// probabilities [B, H, Lq, Lk].
+kernel('TorchAttentionGrad', ({ dy, q, k, v, mask, out, saved }, b, { scale }) =>
   scoped((tmp) => {
-    const p = b.h(probs);
-    const dv = matmul(tmp(transpose(p, -1, -2)), b.h(dy));
-    const dp = tmp(matmul(b.h(dy), tmp(transpose(b.h(v), -1, -2))));
-    const dscores = tmp(softmaxBackward(dp, p, -1, code('float32')));
-    const dq = mulScalar(tmp(matmul(dscores, b.h(k))), scale);
-    const dk = mulScalar(tmp(matmul(tmp(transpose(dscores, -1, -2)), b.h(q))), scale);
+    const [g, qh, kh, vh] = [dy, q, k, v].map((t) => lowp(t, b, tmp));
+    if (saved.shape.length === q.shape.length - 1) {
+      const bias = sdpaBias(b.h(mask), q, k, code(b.autocast ? 'bfloat16' : 'float32'), tmp);
+      const none = tmp(emptyT([0], code('int64'), null, null, null, null)); // philox seed/offset: no dropout
+      const [dq, dk, dv, dbias] = sdpaBackward(tmp(contiguous(g, 0)), qh, kh, vh, bias, b.h(out), b.h(saved), none, none, 0, [true, true, true, false], false, scale) as (Handle | null)[];
+      if (dbias) tmp(dbias);
+      const zeros = b.out(aten('zeros')(mask.shape, code('float32'), null, b.device), 'float32'); // the mask is a constant
+      return [b.out(dq!, 'float32'), b.out(dk!, 'float32'), b.out(dv!, 'float32'), zeros];
+    }
+    const p = b.h(saved); // float32 probabilities
+    const pl = b.autocast ? tmp(toDtype(p, code('bfloat16'))) : p;
+    const dv = matmul(tmp(transpose(pl, -1, -2)), g);
+    const dp = tmp(matmul(g, tmp(transpose(vh, -1, -2))));
+    const dscores = tmp(softmaxBackward(b.autocast ? tmp(toDtype(dp, code('float32'))) : dp, p, -1, code('float32')));
+    const ds = b.autocast ? tmp(toDtype(dscores, code('bfloat16'))) : dscores;
+    const dq = mulScalar(tmp(matmul(ds, kh)), scale);
+    const dk = mulScalar(tmp(matmul(tmp(transpose(ds, -1, -2)), qh)), scale);
     const dmask = sumToSize(dscores, mask.shape); // the mask is usually constant; its gradient is cheap
     return [b.out(dq, 'float32'), b.out(dk, 'float32'), b.out(dv, 'float32'), b.out(dmask, 'float32')];
   }),
@@ -89,13 +180,11 @@ kernel('TorchSoftmaxCrossEntropyGrad', ({ dy, logp, targets }, b, { ignoreIndex 
 // (P·dy − onehot·dy) plus the two matmuls. Every [N, V] step but the first product runs in place: in
 // Debian's libtorch 1.13 an op that allocates a fresh [N, V] result (addmm, logsumexp) costs ~30× one that
 // writes into an existing one.
-const mm = aten('mm');
 const addInplaceT = aten('add_.Tensor');
 const gatherDim = aten('gather');
 const amax = aten('amax');
 const subInplaceT = aten('sub_.Tensor');
 const expInplace = aten('exp_');
-const sumDims = aten('sum.dim_IntList');
 const divInplaceT = aten('div_.Tensor');
 const logT = aten('log');
 const subT = aten('sub.Tensor');

@@ -3,7 +3,7 @@ import * as tf from '@tensorflow/tfjs';
 import { aten, Handle } from '../aten';
 import type { TorchBackend } from '../backend';
 import { kernel } from '../registry';
-import { scoped } from './util';
+import { lowp, scoped } from './util';
 
 const matmul = aten('matmul');
 const transpose = aten('transpose.int');
@@ -19,7 +19,7 @@ function product(a: Handle, b: Handle, transposeA: boolean, transposeB: boolean,
 kernel('BatchMatMul', ({ a, b }, backend, { transposeA, transposeB }) => {
   // ATen's matmul also takes vectors; TF.js's batchMatMul requires rank >= 2.
   tf.util.assert(a.shape.length >= 2 && b.shape.length >= 2, () => `Error in matMul: inputs must have rank >= 2, got ranks ${a.shape.length} and ${b.shape.length}.`);
-  return scoped((tmp) => backend.out(product(backend.h(a), backend.h(b), transposeA, transposeB, tmp), tf.upcastType(a.dtype, b.dtype)));
+  return scoped((tmp) => backend.out(product(lowp(a, backend, tmp), lowp(b, backend, tmp), transposeA, transposeB, tmp), tf.upcastType(a.dtype, b.dtype)));
 });
 
 const activations: Record<string, (x: Handle, backend: TorchBackend, alpha: tf.TensorInfo | undefined, leak: number, tmp: (h: Handle) => Handle) => Handle> = {
@@ -34,8 +34,8 @@ const activations: Record<string, (x: Handle, backend: TorchBackend, alpha: tf.T
 
 kernel('_FusedMatMul', ({ a, b, bias, preluActivationWeights }, backend, { transposeA, transposeB, activation, leakyreluAlpha }) =>
   scoped((tmp) => {
-    let y = product(backend.h(a), backend.h(b), transposeA, transposeB, tmp);
-    if (bias) y = add(tmp(y), backend.h(bias));
+    let y = product(lowp(a, backend, tmp), lowp(b, backend, tmp), transposeA, transposeB, tmp);
+    if (bias) y = add(tmp(y), lowp(bias, backend, tmp));
     const act = activations[activation ?? 'linear'];
     if (!act) throw new Error(`_FusedMatMul: unknown activation ${activation}`);
     if (act !== activations.linear) y = act(tmp(y), backend, preluActivationWeights, leakyreluAlpha ?? 0.2, tmp);

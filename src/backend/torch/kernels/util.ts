@@ -37,8 +37,17 @@ export function axes(axis: number | number[] | null | undefined, shape: number[]
   return tf.util.parseAxisParam(axis as number | number[], shape).sort((a, b) => a - b);
 }
 
+/**
+ * A float32 input as the matmul family takes it: under bf16 autocast a bfloat16 handle (a `tmp` copy unless
+ * it is stored in bf16 already), otherwise the input's own handle.
+ */
+export function lowp(info: tf.TensorInfo, b: TorchBackend, tmp: (h: Handle) => Handle): Handle {
+  const h = b.h(info);
+  return b.autocast && info.dtype === 'float32' && !b.isBf16(info) ? tmp(toDtype(h, code('bfloat16'))) : h;
+}
+
 /** c10::ScalarType code for a TF.js dtype. */
-export function code(dtype: tf.DataType | 'int64' | 'float64'): number {
+export function code(dtype: tf.DataType | 'int64' | 'float64' | 'bfloat16'): number {
   const c = (addon().dtypeCodes as Record<string, number>)[dtype];
   if (c === undefined) throw new Error(`torch backend has no ${dtype} tensors`);
   return c;

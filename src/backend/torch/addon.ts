@@ -28,7 +28,14 @@ export interface TorchAddon {
   setThreads(intraOp: number, blas?: number): { intraOp: number; blasSet: boolean };
   version(): string;
   cudaAvailable(): boolean;
-  dtypeCodes: { float32: number; int32: number; bool: number; int64: number; float64: number; uint8: number };
+  /**
+   * libtorch's CUDA caching allocator on the current device (torch.cuda.memory_allocated and friends);
+   * {} when the addon was built without CUDA. `resetPeak` restarts the peak from what is allocated now.
+   */
+  cudaMemory(resetPeak?: boolean): { allocatedBytes?: number; peakAllocatedBytes?: number; reservedBytes?: number };
+  /** Waits for the device's queued work (for timing; reading a tensor synchronises anyway). */
+  cudaSynchronize(): void;
+  dtypeCodes: { float32: number; int32: number; bool: number; int64: number; float64: number; uint8: number; bfloat16: number };
   // ---- c10d collectives (native/src/dist.cc); without Gloo headers at build time they throw "not built" ----
   distInfo(): { gloo: boolean; nccl: boolean };
   distInit(o: { masterAddr: string; masterPort: number; rank: number; worldSize: number; timeoutMs: number; backend: 'gloo' | 'nccl'; server: boolean; prefix: string }): void;

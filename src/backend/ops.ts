@@ -26,7 +26,15 @@ export interface Ops {
    * [param, m, v], each written into its input's memory where nothing else shares it; absent = composite.
    */
   adamw?(param: tf.Tensor, m: tf.Tensor, v: tf.Tensor, grad: tf.Tensor, attrs: AdamWAttrs): [tf.Tensor, tf.Tensor, tf.Tensor];
+  /**
+   * One AdamW update of many parameters in place in one multi-tensor kernel (same update up to rounding);
+   * false when it cannot (then nothing was updated and `adamw` runs per parameter); absent = per parameter.
+   */
+  adamwMany?(groups: AdamWGroup[], step: number, hp: { beta1: number; beta2: number; lr: number; eps: number }): boolean;
 }
+
+/** Parameters that share a weight decay (not lr-scaled), with their moments and gradients. */
+export interface AdamWGroup { weightDecay: number; items: { param: tf.Tensor; m: tf.Tensor; v: tf.Tensor; grad: tf.Tensor }[] }
 
 /** One AdamW update's scalars: lr-scaled decay (0 for no-decay parameters) and the bias corrections. */
 export interface AdamWAttrs { beta1: number; beta2: number; lr: number; eps: number; decay: number; bc1: number; bc2Sqrt: number }

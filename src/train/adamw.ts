@@ -40,15 +40,27 @@ export function adamwStep(opt: AdamW, params: Map<string, tf.Variable>, grads: M
   const [b1, b2] = opt.config.betas;
   const bc1 = 1 - b1 ** opt.step;
   const bc2Sqrt = Math.sqrt(1 - b2 ** opt.step);
-  // a backend's fused kernel (torch) computes the composite below op for op: the same float32 results
-  const fused = ops().adamw;
-  for (const [name, g] of grads) {
+  for (const name of grads.keys()) {
     const p = params.get(name);
     if (!p) throw new Error(`gradient for unknown parameter '${name}'`);
     if (!opt.m.has(name)) {
       opt.m.set(name, ownedVariable(() => tf.zerosLike(p), false));
       opt.v.set(name, ownedVariable(() => tf.zerosLike(p), false));
     }
+  }
+  // a backend's multi-tensor kernel (torch on CUDA) updates everything at once, up to rounding
+  const many = ops().adamwMany;
+  if (many) {
+    const group = (noDecay: boolean) => ({
+      weightDecay: noDecay ? 0 : opt.config.weightDecay,
+      items: [...grads].filter(([name]) => isNoDecay(name) === noDecay).map(([name, grad]) => ({ param: params.get(name)!, m: opt.m.get(name)!, v: opt.v.get(name)!, grad })),
+    });
+    if (many([group(false), group(true)], opt.step, { beta1: b1, beta2: b2, lr, eps: opt.config.eps })) return;
+  }
+  // a backend's fused kernel (torch) computes the composite below op for op: the same float32 results
+  const fused = ops().adamw;
+  for (const [name, g] of grads) {
+    const p = params.get(name)!;
     const m = opt.m.get(name)!;
     const v = opt.v.get(name)!;
     const decay = isNoDecay(name) ? 0 : lr * opt.config.weightDecay;

@@ -1,0 +1,47 @@
+/**
+ * AdamW over every parameter in one multi-tensor kernel: libtorch's `aten::_fused_adamw_` (what
+ * torch.optim.AdamW(fused=True) calls; libtorch ≥ 2.0, CUDA). A launch per parameter and op costs more host
+ * time than a GPU step has when a model has hundreds of parameters, so on CUDA the whole update is two
+ * launches (decayed and not-decayed parameters). Same update as src/train/adamw.ts up to rounding:
+ *   p ← p·(1 − lr·wd);  m ← m + (1−β1)(g − m);  v ← β2·v + (1−β2)·g²;  p ← p − lr/bc1 · m / (√v/√bc2 + ε)
+ * Everything is updated where it lies, so every tensor must be exclusive (no view, alias or second
+ * reference shares its memory); otherwise, or off CUDA, or where the operator is missing, nothing is done
+ * and the caller takes the per-parameter kernel.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { AdamWGroup } from '../ops';
+import { aten, Handle } from './aten';
+import type { TorchBackend } from './backend';
+import { code, scoped, toDtype } from './kernels/util';
+
+const fusedAdamw = aten('_fused_adamw_');
+const full = aten('full');
+let works: boolean | null = null; // null until first tried
+
+/** True when the update was done; false when the caller must take the per-parameter path. */
+export function adamwMany(groups: AdamWGroup[], step: number, hp: { beta1: number; beta2: number; lr: number; eps: number }): boolean {
+  const b = tf.backend() as unknown as TorchBackend;
+  if (tf.getBackend() !== 'torch' || b.device !== 'cuda' || works === false) return false;
+  const all = groups.flatMap((g) => g.items);
+  if (!all.every((it) => b.exclusive(it.param) && b.exclusive(it.m) && b.exclusive(it.v))) return false;
+  try {
+    scoped((tmp) => {
+      const stepT = tmp(full([], step, code('float32'), null, b.device));
+      for (const g of groups) {
+        if (g.items.length === 0) continue;
+        const h = (t: tf.TensorInfo): Handle => b.h(t);
+        // gradients in float32 (bf16 autocast keeps parameter gradients float32; this is a safety net)
+        const grads = g.items.map((it) => (b.isBf16(it.grad) ? tmp(toDtype(h(it.grad), code('float32'))) : h(it.grad)));
+        fusedAdamw(g.items.map((it) => h(it.param)), grads, g.items.map((it) => h(it.m)), g.items.map((it) => h(it.v)), [], g.items.map(() => stepT),
+          hp.lr, hp.beta1, hp.beta2, g.weightDecay, hp.eps, false, false, null, null);
+      }
+    });
+    works = true;
+    return true;
+  } catch (e) {
+    if (works) throw e; // it worked before: a real error
+    works = false;
+    process.stderr.write(`torch backend: multi-tensor AdamW unavailable (${(e as Error).message.split('\n')[0]}); updating per parameter\n`);
+    return false;
+  }
+}

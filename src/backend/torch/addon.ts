@@ -60,8 +60,11 @@ let cached: TorchAddon | undefined;
 /** The addon, or a one-line reason why it cannot be loaded. Never throws. */
 export function loadAddon(): TorchAddon | string {
   if (cached) return cached;
+  // M3_TORCH_ADDON: an addon built elsewhere (the device bundle's launchers point it at the bundle's build).
+  const override = process.env.M3_TORCH_ADDON;
+  if (override && !fs.existsSync(override)) return `addon not built: ${override} (M3_TORCH_ADDON) does not exist`;
   // From dist/src/backend/torch the relative path is one level deeper; accept both layouts.
-  const candidates = [ADDON_PATH, path.resolve(__dirname, '..', '..', '..', '..', 'native', 'build', 'Release', 'm3_torch.node')];
+  const candidates = override ? [override] : [ADDON_PATH, path.resolve(__dirname, '..', '..', '..', '..', 'native', 'build', 'Release', 'm3_torch.node')];
   const file = candidates.find((f) => fs.existsSync(f));
   if (!file) return 'addon not built (libtorch was not found at npm install; install libtorch-dev or set LIBTORCH_DIR, then npm run build:native)';
   try {

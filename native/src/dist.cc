@@ -3,8 +3,9 @@
 // One process group per process (the default group of torch.distributed); every call blocks the JS
 // thread until the collective finishes or its timeout passes, which is what a training step wants.
 //
-// Compiled in when the build found the headers (binding.gyp defines M3_DIST_GLOO / M3_DIST_NCCL); without
-// them `distInfo()` says so and every other call throws one line.
+// Compiled in when the build found the headers (binding.gyp defines M3_DIST_GLOO / M3_DIST_NCCL, each on
+// its own: a pip torch may ship NCCL's side without Gloo's headers); without either, `distInfo()` says so
+// and every other call throws one line.
 //
 // Liveness: beside the group, each rank runs a heartbeat thread on its own store connection that bumps
 // `hb/<rank>` twice a second. When a collective fails, `lostRanks()` samples the counters twice and names
@@ -21,19 +22,22 @@
 #include <string>
 #include <thread>
 
-#ifdef M3_DIST_GLOO
+#if defined(M3_DIST_GLOO) || defined(M3_DIST_NCCL)
+#define M3_DIST 1
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
-#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#endif
+#ifdef M3_DIST_GLOO
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#endif
 #ifdef M3_DIST_NCCL
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
-#endif
 #endif
 
 namespace m3 {
 namespace {
 
-#ifdef M3_DIST_GLOO
+#ifdef M3_DIST
 // libtorch 2.x split ProcessGroup into a front end and per-device Backends; the collectives we call have
 // the same signatures on both bases.
 #if TORCH_VERSION_MAJOR >= 2
@@ -123,12 +127,16 @@ Napi::Value DistInit(const Napi::CallbackInfo& info) {
       throw std::runtime_error("this build has no NCCL (libtorch without CUDA)");
 #endif
     } else {
+#ifdef M3_DIST_GLOO
       auto opts = ::c10d::ProcessGroupGloo::Options::create(d->timeout);
       const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");  // as torch.distributed reads it
       opts->devices.push_back(ifname && *ifname ? ::c10d::ProcessGroupGloo::createDeviceForInterface(ifname)
                                                 : ::c10d::ProcessGroupGloo::createDefaultDevice());
       opts->threads = 2;
       d->group = c10::make_intrusive<::c10d::ProcessGroupGloo>(groupStore, d->rank, d->world, opts);
+#else
+      throw std::runtime_error("this build has no Gloo (CPU collectives; install libgloo-dev, then npm run build:native)");
+#endif
     }
     // The heartbeat has its own connection: a store client is not shared between threads.
     auto hbStore = ConnectStore(host, port, false, d->timeout, prefix);
@@ -323,7 +331,7 @@ Napi::Value LostRanks(const Napi::CallbackInfo& info) {
   }
   return out;
 }
-#endif  // M3_DIST_GLOO
+#endif  // M3_DIST
 
 Napi::Value DistInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -349,7 +357,7 @@ Napi::Value NotBuilt(const Napi::CallbackInfo& info) {
 
 void RegisterDist(Napi::Env env, Napi::Object exports) {
   exports.Set("distInfo", Napi::Function::New(env, DistInfo));
-#ifdef M3_DIST_GLOO
+#ifdef M3_DIST
   exports.Set("distInit", Napi::Function::New(env, DistInit));
   exports.Set("distDestroy", Napi::Function::New(env, DistDestroy));
   exports.Set("allReduce", Napi::Function::New(env, AllReduce));

@@ -70,9 +70,9 @@ export function initProcessGroup(spec: GroupSpec): Group {
     throw new UserError(`data-parallel training (WORLD_SIZE=${spec.worldSize}) needs the torch backend, which runs c10d; the active backend is ${backend} (build the torch addon: apt-get install libtorch-dev libgloo-dev, npm run build:native)`);
   }
   const support = distributedSupport();
-  if (!support.gloo) throw new UserError(`data-parallel training: ${support.reason}`);
   const device = (tf.backend() as unknown as { device: 'cpu' | 'cuda' }).device;
   if (device === 'cuda' && !support.nccl) throw new UserError('data-parallel training on CUDA needs NCCL, which this build of the addon lacks (libtorch without CUDA or nccl.h)');
+  if (device === 'cpu' && !support.gloo) throw new UserError(`data-parallel training: ${support.reason}`);
   const a = native();
   // One intra-op thread per process and the BLAS threads shared out, so N processes never run more threads than cores.
   if (device === 'cpu') a.setThreads(1, Math.max(1, Math.floor((os.availableParallelism?.() ?? os.cpus().length) / spec.localWorldSize)));

@@ -31,6 +31,8 @@ export interface Ops {
    * false when it cannot (then nothing was updated and `adamw` runs per parameter); absent = per parameter.
    */
   adamwMany?(groups: AdamWGroup[], step: number, hp: { beta1: number; beta2: number; lr: number; eps: number }): boolean;
+  /** √(Σ‖tᵢ‖²) over many tensors in one multi-tensor kernel, or null when it cannot; absent = per tensor. */
+  globalNorm?(tensors: tf.Tensor[]): tf.Scalar | null;
 }
 
 /** Parameters that share a weight decay (not lr-scaled), with their moments and gradients. */

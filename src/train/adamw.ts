@@ -93,7 +93,8 @@ export function adamwStep(opt: AdamW, params: Map<string, tf.Variable>, grads: M
  */
 export function clipGradNorm(grads: Map<string, tf.Tensor>, maxNorm: number): { norm: number; grads: Map<string, tf.Tensor> } {
   // one tidy per gradient: only one squared copy is alive at a time (all of them, 2.3 GB for bge-m3, otherwise)
-  const normT = tf.tidy(() => tf.sqrt(tf.addN([...grads.values()].map((g) => tf.tidy(() => tf.sum(tf.square(g)))))));
+  const normT = ops().globalNorm?.([...grads.values()])
+    ?? tf.tidy(() => tf.sqrt(tf.addN([...grads.values()].map((g) => tf.tidy(() => tf.sum(tf.square(g)))))));
   const norm = normT.dataSync()[0];
   normT.dispose();
   const coef = maxNorm / (norm + 1e-6);

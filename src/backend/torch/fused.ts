@@ -8,7 +8,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { AdamWAttrs, compositeLinearCrossEntropy, compositeOps, Ops } from '../ops';
-import { adamwMany } from './optimizer';
+import { adamwMany, globalNorm } from './optimizer';
 
 const onTorch = (): boolean => tf.getBackend() === 'torch';
 
@@ -143,5 +143,5 @@ function adamw(param: tf.Tensor, m: tf.Tensor, v: tf.Tensor, grad: tf.Tensor, at
 
 /** Drop-in for src/backend/ops.ts's Ops when the torch backend is active. */
 export const torchFusedOps: Partial<Ops> = {
-  layerNorm, gelu, attention, linear, adamw, adamwMany, linearCrossEntropy, softmaxCrossEntropy: (logits: tf.Tensor2D, targets: tf.Tensor1D) => softmaxCrossEntropy(logits, targets),
+  layerNorm, gelu, attention, linear, adamw, adamwMany, globalNorm, linearCrossEntropy, softmaxCrossEntropy: (logits: tf.Tensor2D, targets: tf.Tensor1D) => softmaxCrossEntropy(logits, targets),
 };

@@ -45,3 +45,32 @@ export function adamwMany(groups: AdamWGroup[], step: number, hp: { beta1: numbe
     return false;
   }
 }
+
+const foreachNorm = aten('_foreach_norm.Scalar');
+const stack = aten('stack');
+const vectorNorm = aten('linalg_vector_norm');
+let normWorks: boolean | null = null;
+
+/**
+ * The global L2 norm of many tensors as torch.nn.utils.clip_grad_norm_ computes it on CUDA: one multi-tensor
+ * launch for the per-tensor norms, then the norm of those. null off CUDA or where the operator is missing
+ * (the caller then sums squares per tensor).
+ */
+export function globalNorm(tensors: tf.Tensor[]): tf.Scalar | null {
+  const b = tf.backend() as unknown as TorchBackend;
+  if (tf.getBackend() !== 'torch' || b.device !== 'cuda' || normWorks === false || tensors.length === 0) return null;
+  try {
+    const info = scoped((tmp) => {
+      const float32 = tensors.map((t) => (b.isBf16(t) ? tmp(toDtype(b.h(t), code('float32'))) : b.h(t)));
+      const norms = (foreachNorm(float32, 2, code('float32')) as Handle[]).map(tmp);
+      return b.out(vectorNorm(tmp(stack(norms, 0)), 2, null, false, null), 'float32');
+    });
+    normWorks = true;
+    return tf.engine().makeTensorFromTensorInfo(info) as tf.Scalar;
+  } catch (e) {
+    if (normWorks) throw e;
+    normWorks = false;
+    process.stderr.write(`torch backend: multi-tensor norm unavailable (${(e as Error).message.split('\n')[0]}); summing per tensor\n`);
+    return null;
+  }
+}

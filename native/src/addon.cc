@@ -585,7 +585,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     g_cpuAlloc = new CachingCpuAllocator(c10::GetCPUAllocator());
     c10::SetCPUAllocator(g_cpuAlloc, /*priority=*/100);
     // float32 matmuls in float32 on CUDA (no TF32), as PyTorch's default: bf16 is asked for explicitly.
-    at::globalContext().setAllowTF32CuBLAS(false);
+    // (Only set when not already so: newer libtorch warns once that this setter is deprecated.)
+    if (at::globalContext().allowTF32CuBLAS()) at::globalContext().setAllowTF32CuBLAS(false);
   }
   exports.Set("cpuMemory", Napi::Function::New(env, CpuMemory));
   exports.Set("op", Napi::Function::New(env, Op));

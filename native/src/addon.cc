@@ -422,14 +422,18 @@ Napi::Value FromArray(const Napi::CallbackInfo& info) {
   const std::string device = info.Length() > 3 ? info[3].As<Napi::String>().Utf8Value() : "cpu";
   c10::InferenceMode guard;
   try {
-    at::Tensor t = at::empty(shape, at::TensorOptions().dtype(dtype));
+    // For a GPU the values go through pinned memory and an asynchronous copy: a copy from pageable memory
+    // would wait for all queued GPU work (every scalar TF.js makes mid-step would stall the pipeline).
+    // libtorch's caching host allocator keeps the pinned block until the copy has run.
+    const bool cpu = device == "cpu";
+    at::Tensor t = at::empty(shape, at::TensorOptions().dtype(dtype).pinned_memory(!cpu));
     const size_t bytes = t.numel() * t.element_size();
     if (arr.ByteLength() != bytes) {
       throw Napi::Error::New(env, "fromArray: " + std::to_string(arr.ByteLength()) + " bytes for a tensor of " + std::to_string(bytes));
     }
     const uint8_t* src = static_cast<const uint8_t*>(arr.ArrayBuffer().Data()) + arr.ByteOffset();
     if (bytes) std::memcpy(t.data_ptr(), src, bytes);
-    if (device != "cpu") t = t.to(c10::Device(device));
+    if (!cpu) t = t.to(at::TensorOptions().device(c10::Device(device)), /*non_blocking=*/true);
     return Napi::Number::New(env, Store(std::move(t)));
   } catch (...) {
     Rethrow(env);

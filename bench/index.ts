@@ -11,6 +11,7 @@ const BENCHES: Record<string, () => Promise<{ run(args: Record<string, unknown>)
   eval: async () => import('./eval'),
   plan: async () => import('./plan'),
   dist: async () => import('./dist'),
+  nccl: async () => import('./nccl'),
 };
 
 export async function main(argv: string[]): Promise<void> {
@@ -19,14 +20,19 @@ export async function main(argv: string[]): Promise<void> {
     .command('$0 <name>', 'run a benchmark', (y) => y.positional('name', { choices: Object.keys(BENCHES), type: 'string' }))
     .option('json', { type: 'boolean', describe: 'one JSON object per measurement on stdout' })
     .option('backend', { type: 'string', describe: 'only this backend (default: every available one)' })
-    .option('model', { type: 'string', describe: 'train: bench-small (default) or bge-m3; plan: one case (bench-small, bge-m3, demo-retromae, demo-pairs, demo-unified)' })
-    .option('steps', { type: 'number', describe: 'train: timed steps (≥ 5)' })
+    .option('model', { type: 'string', describe: 'train: bench-small (default), bge-m3, bge-m3-gpu or long-bucket; plan: one case (bench-small, bge-m3, demo-retromae, demo-pairs, demo-unified)' })
+    .option('steps', { type: 'number', describe: 'train: timed steps (≥ 5; long-bucket ≥ 1)' })
     .option('baseline', { type: 'boolean', default: true, describe: 'train: also run the PyTorch baseline (--no-baseline to skip)' })
+    .option('device', { type: 'string', choices: ['cpu', 'cuda'], describe: 'train, nccl: the torch backend\'s device (default cpu)' })
+    .option('bf16', { type: 'boolean', describe: 'train: bf16 autocast (torch backend; PyTorch under torch.autocast too)' })
+    .option('shape', { type: 'string', describe: 'train: JSON overriding fields of the --model point, e.g. \'{"layers":2}\'' })
     .option('child', { type: 'boolean', hidden: true })
     .example('npm run bench -- encode', 'encoding throughput per backend')
     .example('npm run bench -- data', 'prepare tokens/s and batch-read rows/s')
     .example('npm run bench -- train --json', 'bench-small step time per backend and the PyTorch baseline')
     .example('npm run bench -- dist', 'all_reduce bandwidth, 2 processes, m3 (gloo) next to torch.distributed')
+    .example('npm run bench -- train --device cuda --bf16 --model bge-m3-gpu', 'the GPU headline next to PyTorch: tokens/s and peak memory ratios')
+    .example('npm run bench -- nccl --device cuda', 'world-size-1 NCCL process group smoke test')
     .example('npm run bench -- plan', 'the resource plan\'s peak memory next to the measured peak RSS')
     .strict()
     .help()

@@ -5,23 +5,52 @@
  * (so peak RSS is per backend), then the PyTorch baseline (../shared/reference/bench_torch.py, Debian's
  * python3-torch) in the same run, and the ratio. `--model bge-m3` times one step of a bge-m3-shaped model
  * (24 layers, hidden 1024, 16 heads, FFN 4096, vocab 250002; 1 query × group 2, 64 tokens).
+ *
+ * On a GPU (`--device cuda`, torch backend; `--bf16` for autocast): `--model bge-m3-gpu` is the XLM-R large
+ * shape at 4 queries × group 8, 64-token queries and 512-token passages; rows add `peak_mem_mb` (the CUDA
+ * caching allocator's max allocated over the whole run, warm-up and init included, as bench_torch.py's
+ * torch.cuda.max_memory_allocated), and next to PyTorch (run with TORCH_DEVICE=cuda M3_BENCH_SDPA=1
+ * M3_BENCH_SPARSE=ids, and M3_BENCH_AMP=bf16 with --bf16) the ratios `tokens_per_s_ratio` (target ≥ 1) and
+ * `peak_mem_ratio` (target ≤ 1.1). `--model long-bucket` is the paper's longest bucket: 1 query × group 2
+ * with 8192-token passages, GradCache sub-batches of 1, 8194 positions; its row says whether a step ran.
+ * `--shape '{"layers":1}'` overrides fields of the chosen point (for quick checks of the machinery).
  */
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import { availableBackends, useBackend } from '../src/backend';
+import * as backendApi from '../src/backend';
 import { m3Step } from '../src/finetune/m3-step';
 import { parseConfig } from '../src/model/config';
 import { initModel } from '../src/model/m3';
 import { adamwStep, clipGradNorm, createAdamW } from '../src/train/adamw';
+import { fastInitModel } from './fast-init';
 
-export interface Shape { vocab: number; hidden: number; layers: number; heads: number; ff: number; batch: number; group: number; qlen: number; plen: number }
+export interface Shape {
+  vocab: number; hidden: number; layers: number; heads: number; ff: number; batch: number; group: number; qlen: number; plen: number;
+  /** GradCache sub-batch size (0: one pass). */
+  subBatch?: number;
+  /** max_position_embeddings (default: the longest input + 4). */
+  maxPos?: number;
+  /** Weights from bench/fast-init.ts (seconds, not a minute of JS random draws). */
+  fastInit?: boolean;
+  /** Timed steps when --steps is not given, and the least allowed. */
+  steps?: [number, number];
+}
+const XLMR_LARGE = { vocab: 250002, hidden: 1024, layers: 24, heads: 16, ff: 4096 };
 export const SHAPES: Record<string, Shape> = {
   'bench-small': { vocab: 8000, hidden: 256, layers: 4, heads: 4, ff: 1024, batch: 8, group: 4, qlen: 32, plen: 128 },
-  'bge-m3': { vocab: 250002, hidden: 1024, layers: 24, heads: 16, ff: 4096, batch: 1, group: 2, qlen: 64, plen: 64 },
+  'bge-m3': { ...XLMR_LARGE, batch: 1, group: 2, qlen: 64, plen: 64 },
+  'bge-m3-gpu': { ...XLMR_LARGE, batch: 4, group: 8, qlen: 64, plen: 512, fastInit: true },
+  'long-bucket': { ...XLMR_LARGE, batch: 1, group: 2, qlen: 64, plen: 8192, subBatch: 1, maxPos: 8194, fastInit: true, steps: [2, 1] },
 };
+/** Points timed next to PyTorch (bge-m3 and long-bucket are not). */
+const BASELINE_POINTS = ['bench-small', 'bge-m3-gpu'];
 const SHARED = process.env.M3_SHARED_DIR ?? path.resolve(__dirname, '..', '..', 'shared');
+
+// setBf16Autocast / deviceMemory: reached through the module object so this file also runs on a tree without them
+type Api = { setBf16Autocast?: (on: boolean) => void; deviceMemory?: () => { peakAllocatedBytes: number } | null };
+const api = backendApi as unknown as Api;
 
 export function fullBatch(n: number, len: number, vocab: number, seed: number) {
   let s = seed;
@@ -33,83 +62,149 @@ export function fullBatch(n: number, len: number, vocab: number, seed: number) {
   return { inputIds, attentionMask: new Int32Array(n * len).fill(1), batch: n, length: len };
 }
 
+const tokensOf = (s: Shape) => s.batch * s.qlen + s.batch * s.group * s.plen;
+
 /** Times steps in this process on the active backend. */
-async function timeSteps(shape: Shape, steps: number): Promise<{ step_s_median: number; tokens_per_s: number; peak_rss_mb: number; tensors_start: number; tensors_end: number }> {
+async function timeSteps(shape: Shape, steps: number, cuda: boolean): Promise<Record<string, number>> {
   const config = parseConfig({
     model_type: 'xlm-roberta', vocab_size: shape.vocab, hidden_size: shape.hidden, num_hidden_layers: shape.layers, num_attention_heads: shape.heads,
-    intermediate_size: shape.ff, max_position_embeddings: Math.max(shape.qlen, shape.plen) + 4, type_vocab_size: 1, layer_norm_eps: 1e-5,
+    intermediate_size: shape.ff, max_position_embeddings: shape.maxPos ?? Math.max(shape.qlen, shape.plen) + 4, type_vocab_size: 1, layer_norm_eps: 1e-5,
     pad_token_id: 1, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0,
   });
-  const model = initModel(config, { seed: 0, heads: true });
+  const t0 = performance.now();
+  const model = shape.fastInit ? fastInitModel(config, { seed: 0, heads: true }) : initModel(config, { seed: 0, heads: true });
+  const initS = (performance.now() - t0) / 1000;
   const opt = createAdamW({ lr: 1e-5, weightDecay: 0.01 });
   const batch = { queries: fullBatch(shape.batch, shape.qlen, shape.vocab, 1), passages: fullBatch(shape.batch * shape.group, shape.plen, shape.vocab, 2) };
+  const params = model.params as Map<string, tf.Variable>;
+  const last = [...params.values()].pop()!;
   const times: number[] = [];
   let tensorsStart = 0;
+  let loss = NaN;
   for (let i = 0; i <= steps; i++) {
     if (i === 1) tensorsStart = tf.memory().numTensors;
     const t0 = performance.now();
-    const r = m3Step(model, batch, { loss: { temperature: 0.02, groupSize: shape.group, unified: true, selfDistill: true, specialTokenIds: [0, 1, 2, 3] }, subBatchSize: 0 });
-    await r.loss.data(); // the one read-back of a step
+    const r = m3Step(model, batch, { loss: { temperature: 0.02, groupSize: shape.group, unified: true, selfDistill: true, specialTokenIds: [0, 1, 2, 3] }, subBatchSize: shape.subBatch ?? 0 });
+    loss = (await r.loss.data())[0]; // the one read-back of a step
     const { grads } = clipGradNorm(r.grads, 0);
-    adamwStep(opt, model.params as Map<string, tf.Variable>, grads, 1e-5);
+    adamwStep(opt, params, grads, 1e-5);
     tf.dispose([r.loss, ...r.grads.values(), ...Object.values(r.parts)]);
+    if (cuda) await last.data(); // the optimizer's kernels finish inside the step (bench_torch.py synchronises there too)
     if (i > 0) times.push((performance.now() - t0) / 1000);
   }
   times.sort((a, b) => a - b);
   const med = times[Math.floor(times.length / 2)];
-  const tokens = shape.batch * shape.qlen + shape.batch * shape.group * shape.plen;
-  return { step_s_median: med, tokens_per_s: tokens / med, peak_rss_mb: process.resourceUsage().maxRSS / 1024, tensors_start: tensorsStart, tensors_end: tf.memory().numTensors };
-}
-
-function pytorchBaseline(shape: Shape, steps: number): Record<string, unknown> | { error: string } {
-  const script = path.join(SHARED, 'reference', 'bench_torch.py');
-  for (const py of [process.env.M3_PYTHON, '/usr/bin/python3', 'python3'].filter(Boolean) as string[]) {
-    const r = spawnSync(py, [script, JSON.stringify(shape), String(steps)], { encoding: 'utf8', timeout: 1800_000 });
-    if (r.status === 0) return JSON.parse(r.stdout.trim().split('\n').pop()!);
+  const out: Record<string, number> = {
+    step_s_median: med, tokens_per_s: tokensOf(shape) / med, peak_rss_mb: process.resourceUsage().maxRSS / 1024, tensors_start: tensorsStart, tensors_end: tf.memory().numTensors,
+  };
+  if (cuda) {
+    const m = api.deviceMemory?.();
+    if (m) out.peak_mem_mb = m.peakAllocatedBytes / 2 ** 20;
+    Object.assign(out, { init_s: initS, loss });
   }
-  return { error: `no python3 with torch ran ${script} (apt-get install python3-torch)` };
+  return out;
 }
 
-export async function run(args: { json?: boolean; backend?: string; model?: string; steps?: number; child?: boolean; baseline?: boolean }): Promise<void> {
+/** bench_torch.py's settings for this run: its strongest on a GPU (fused attention, sparse scores from ids). */
+function baselineEnv(device: string, bf16: boolean): Record<string, string> {
+  const env: Record<string, string> = device === 'cuda' ? { TORCH_DEVICE: 'cuda', M3_BENCH_SDPA: '1', M3_BENCH_SPARSE: 'ids' } : {};
+  if (bf16) env.M3_BENCH_AMP = 'bf16';
+  return env;
+}
+
+function pytorchBaseline(shape: Shape, steps: number, env: Record<string, string>): Record<string, unknown> | { error: string } {
+  const script = path.join(SHARED, 'reference', 'bench_torch.py');
+  const { vocab, hidden, layers, heads, ff, batch, group, qlen, plen } = shape;
+  const errors: string[] = [];
+  for (const py of [process.env.M3_PYTHON, '/usr/bin/python3', 'python3'].filter(Boolean) as string[]) {
+    const r = spawnSync(py, [script, JSON.stringify({ vocab, hidden, layers, heads, ff, batch, group, qlen, plen }), String(steps)], {
+      encoding: 'utf8', timeout: 1800_000, env: { ...process.env, ...env },
+    });
+    if (r.status === 0) return JSON.parse(r.stdout.trim().split('\n').pop()!);
+    const why = (r.stderr ?? '').trim().split('\n').pop() || (r.error ? r.error.message : `exit ${r.status}`);
+    errors.push(`${py}: ${why}`);
+  }
+  return { error: `no python3 with torch ran ${script} (apt-get install python3-torch): ${errors.join('; ')}` };
+}
+
+interface Args { json?: boolean; backend?: string; model?: string; steps?: number; child?: boolean; baseline?: boolean; device?: string; bf16?: boolean; shape?: string }
+
+function pointOf(args: Args): { name: string; shape: Shape } {
   const name = args.model ?? 'bench-small';
   const shape = SHAPES[name];
   if (!shape) throw new Error(`unknown --model ${name} (${Object.keys(SHAPES).join(', ')})`);
-  const steps = Math.max(5, args.steps ?? 6);
-  if (args.child) {
-    const backend = await useBackend(args.backend!);
-    process.stdout.write(JSON.stringify({ backend, model: name, ...(await timeSteps(shape, steps)) }) + '\n');
-    return;
+  return { name, shape: args.shape ? { ...shape, ...(JSON.parse(args.shape) as Partial<Shape>) } : shape };
+}
+
+async function child(args: Args, name: string, shape: Shape, steps: number): Promise<void> {
+  const device = args.device === 'cuda' ? 'cuda' : 'cpu';
+  const backend = await backendApi.useBackend(args.backend!, device);
+  if (args.bf16) {
+    if (!api.setBf16Autocast) throw new Error('this build has no bf16 autocast (setBf16Autocast)');
+    api.setBf16Autocast(true);
   }
-  const backends = args.backend ? [args.backend] : (await availableBackends()).filter((b) => b !== 'cpu');
-  const rows: Record<string, unknown>[] = [];
-  for (const b of backends) {
-    const r = spawnSync(process.execPath, [path.join(__dirname, '..', 'bin', 'bench.js'), 'train', '--child', '--backend', b, '--model', name, '--steps', String(steps)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-    if (r.status !== 0) {
-      rows.push({ backend: b, model: name, error: `exit ${r.status}` });
-      continue;
-    }
-    rows.push(JSON.parse(r.stdout.trim().split('\n').pop()!));
+  const extra = device === 'cuda' || args.bf16 ? { device, bf16: !!args.bf16 } : {};
+  process.stdout.write(JSON.stringify({ backend, model: name, ...extra, ...(await timeSteps(shape, steps, device === 'cuda')) }) + '\n');
+}
+
+function runChild(b: string, name: string, steps: number, args: Args): Record<string, unknown> {
+  const flags = ['--child', '--backend', b, '--model', name, '--steps', String(steps), ...(args.device ? ['--device', args.device] : []), ...(args.bf16 ? ['--bf16'] : []), ...(args.shape ? ['--shape', args.shape] : [])];
+  // the running entry point again (bin/bench.js here, the bundle's own file in a device bundle)
+  const entry = process.argv[1] ?? path.join(__dirname, '..', 'bin', 'bench.js');
+  const r = spawnSync(process.execPath, [...process.execArgv, entry, 'train', ...flags], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 64 << 20 });
+  if (r.stderr) process.stderr.write(r.stderr);
+  if (r.status !== 0) {
+    const last = (r.stderr ?? '').trim().split('\n').filter((l) => l.trim() && !/^\s+at /.test(l)).pop();
+    const extra = args.device === 'cuda' || args.bf16 ? { device: args.device ?? 'cpu', bf16: !!args.bf16 } : {};
+    return { backend: b, model: name, ...extra, error: `exit ${r.status ?? r.signal}${last ? `: ${last.slice(0, 300)}` : ''}` };
   }
-  if (args.baseline !== false && name === 'bench-small') {
-    const base = pytorchBaseline(shape, steps);
-    rows.push({ model: name, ...base });
-    const t = (base as { step_s_median?: number }).step_s_median;
-    if (t) for (const r of rows) if (r.backend !== 'pytorch' && typeof r.step_s_median === 'number') r.ratio_to_pytorch = (r.step_s_median as number) / t;
+  return JSON.parse(r.stdout.trim().split('\n').pop()!);
+}
+
+function addBaseline(rows: Record<string, unknown>[], name: string, shape: Shape, steps: number, args: Args): void {
+  const device = args.device === 'cuda' ? 'cuda' : 'cpu';
+  const base = pytorchBaseline(shape, steps, baselineEnv(device, !!args.bf16));
+  rows.push({ model: name, ...base });
+  const t = (base as { step_s_median?: number }).step_s_median;
+  const mem = (base as { peak_mem_mb?: number }).peak_mem_mb;
+  for (const r of rows) {
+    if (r.backend === 'pytorch' || typeof r.step_s_median !== 'number') continue;
+    if (t) r.ratio_to_pytorch = r.step_s_median / t;
+    if (device !== 'cuda') continue;
+    if (t) r.tokens_per_s_ratio = t / r.step_s_median; // same tokens per step on both sides
+    if (mem && typeof r.peak_mem_mb === 'number') r.peak_mem_ratio = r.peak_mem_mb / mem;
   }
-  if (args.json) {
-    for (const r of rows) process.stdout.write(JSON.stringify(r) + '\n');
-    return;
-  }
+}
+
+function printTable(rows: Record<string, unknown>[], name: string, steps: number, cuda: boolean): void {
   process.stdout.write(`${name}: median step over ${steps} steps after one warm-up\n`);
-  process.stdout.write('backend     step_s   tokens/s  peak RSS MB  ×PyTorch\n');
+  process.stdout.write(`backend     step_s   tokens/s  peak RSS MB  ×PyTorch${cuda ? '  peak GPU MB  tok/s ×PT  mem ×PT' : ''}\n`);
+  const f = (v: unknown, d: number, w: number) => (typeof v === 'number' ? v.toFixed(d) : '-').padStart(w);
   for (const r of rows) {
     if (r.error) {
       process.stdout.write(`${String(r.backend ?? 'pytorch').padEnd(10)}  ${r.error}\n`);
       continue;
     }
-    const f = (v: unknown, d: number, w: number) => (typeof v === 'number' ? v.toFixed(d) : '-').padStart(w);
-    process.stdout.write(`${String(r.backend).padEnd(10)} ${f(r.step_s_median, 3, 7)} ${f(r.tokens_per_s, 0, 10)} ${f(r.peak_rss_mb, 0, 12)} ${f(r.ratio_to_pytorch, 2, 9)}\n`);
+    const gpu = cuda ? ` ${f(r.peak_mem_mb, 0, 12)} ${f(r.tokens_per_s_ratio, 2, 10)} ${f(r.peak_mem_ratio, 2, 8)}` : '';
+    process.stdout.write(`${String(r.backend).padEnd(10)} ${f(r.step_s_median, 3, 7)} ${f(r.tokens_per_s, 0, 10)} ${f(r.peak_rss_mb, 0, 12)} ${f(r.ratio_to_pytorch, 2, 9)}${gpu}\n`);
   }
+}
+
+export async function run(args: Args): Promise<void> {
+  const { name, shape } = pointOf(args);
+  const [defaultSteps, minSteps] = shape.steps ?? [6, 5];
+  const steps = Math.max(minSteps, args.steps ?? defaultSteps);
+  if (args.child) return child(args, name, shape, steps);
+  const device = args.device === 'cuda' ? 'cuda' : 'cpu';
+  // wasm has neither CUDA nor bf16: those runs are the torch backend's
+  const backends = args.backend ? [args.backend] : device === 'cuda' || args.bf16 ? ['torch'] : (await backendApi.availableBackends()).filter((b) => b !== 'cpu');
+  const rows = backends.map((b) => runChild(b, name, steps, args));
+  if (args.baseline !== false && BASELINE_POINTS.includes(name)) addBaseline(rows, name, shape, steps, args);
+  if (args.json) {
+    for (const r of rows) process.stdout.write(JSON.stringify(r) + '\n');
+    return;
+  }
+  printTable(rows, name, steps, device === 'cuda');
 }
 
 if (fs.existsSync(SHARED) === false) process.stderr.write(`bench: ${SHARED} not found (set M3_SHARED_DIR) — the PyTorch baseline needs it\n`);

@@ -7,7 +7,7 @@ const tseslint = require('typescript-eslint');
 const globals = require('globals');
 
 module.exports = defineConfig(
-  { ignores: ['dist/', 'node_modules/', 'native/build/', 'runs/', '.cache/', '.scratch/', 'coverage/'] },
+  { ignores: ['dist/', 'node_modules/', 'native/build/', 'runs/', '.cache/', '.scratch/', 'coverage/', '.device-bundle/'] },
   { linterOptions: { reportUnusedDisableDirectives: 'error' } },
   js.configs.recommended,
   tseslint.configs.recommended,

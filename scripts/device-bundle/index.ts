@@ -84,7 +84,8 @@ async function assemble(dir: string, runtime: string): Promise<void> {
     fs.writeFileSync(path.join(dir, 'bin', `${t}.js`), `#!/usr/bin/env node\n// \`${t}\` in the device bundle: the launcher and the tools' own child processes start this file.\nrequire('../lib/bundle.js').run('${t}');\n`);
   }
   for (const f of [...LAUNCHERS, 'build-addon.sh', 'README.txt']) copy(path.join(FILES, f), path.join(dir, f));
-  for (const f of [...LAUNCHERS, 'build-addon.sh']) fs.chmodSync(path.join(dir, f), 0o755);
+  copy(path.join(ROOT, 'scripts/gpu-check.sh'), path.join(dir, 'gpu-check.sh')); // issue 13's GPU check, run from the bundle
+  for (const f of [...LAUNCHERS, 'build-addon.sh', 'gpu-check.sh']) fs.chmodSync(path.join(dir, f), 0o755);
   const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
   // the project finds its root (configs/) by this name
   fs.writeFileSync(path.join(dir, 'package.json'), `${JSON.stringify({ name: pkg.name, version: pkg.version, private: true, license: pkg.license, description: 'm3-train device bundle (see README.txt)' }, null, 2)}\n`);

@@ -61,7 +61,7 @@ describe('device bundle', () => {
   test('is at most 50 MiB on disk and carries Node.js, its headers, the golden cases and the addon build', () => {
     const du = spawnSync('du', ['-sk', built], { encoding: 'utf8' });
     expect(Number(du.stdout.split('\t')[0])).toBeLessThanOrEqual(50 * 1024);
-    for (const f of ['m3', 'bench', 'golden', 'conformance', 'build-addon.sh', 'README.txt', 'THIRD-PARTY-LICENSES.txt', 'node/bin/node.xz', 'node/LICENSE',
+    for (const f of ['m3', 'bench', 'golden', 'conformance', 'build-addon.sh', 'gpu-check.sh', 'README.txt', 'THIRD-PARTY-LICENSES.txt', 'node/bin/node.xz', 'node/LICENSE',
       'node/include/node/node_api.h', 'lib/bundle.js', 'lib/tokenize-worker.js', 'lib/tfjs-backend-wasm-simd.wasm', 'native/build.js', 'native/src/addon.cc',
       'native/node_modules/node-addon-api/napi.h', 'native/node_modules/node-gyp/bin/node-gyp.js', 'native/node_modules/node-gyp/gyp/gyp_main.py',
       'shared/reference/bench_torch.py', ...goldenCases.map((c) => `shared/golden/${c}/case.json`)]) {

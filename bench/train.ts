@@ -154,7 +154,8 @@ function runChild(b: string, name: string, steps: number, args: Args): Record<st
   const r = spawnSync(process.execPath, [...process.execArgv, entry, 'train', ...flags], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 64 << 20 });
   if (r.stderr) process.stderr.write(r.stderr);
   if (r.status !== 0) {
-    const last = (r.stderr ?? '').trim().split('\n').filter((l) => l.trim() && !/^\s+at /.test(l)).pop();
+    const lines = (r.stderr ?? '').trim().split('\n').filter((l) => l.trim() && !/^\s+at |^Node\.js v/.test(l));
+    const last = lines.filter((l) => /Error\b/.test(l)).pop() ?? lines.pop();
     const extra = args.device === 'cuda' || args.bf16 ? { device: args.device ?? 'cpu', bf16: !!args.bf16 } : {};
     return { backend: b, model: name, ...extra, error: `exit ${r.status ?? r.signal}${last ? `: ${last.slice(0, 300)}` : ''}` };
   }

@@ -19,7 +19,8 @@
 # Where the project comes from: $BUNDLE, else this script's directory when it holds `m3` (a bundle), else
 # the repository around scripts/ (node bin/m3.js etc.; its addon is not rebuilt unless M3_GPU_CHECK_BUILD=1).
 # On CPU, for testing the machinery:  M3_GPU_CHECK_DEVICE=cpu scripts/gpu-check.sh .scratch/gc
-# (small shapes, the same sections). M3_GPU_CHECK_SECTIONS=golden,nccl runs only those (env and patch always).
+# (small shapes, the same sections). M3_GPU_CHECK_SECTIONS=golden,nccl runs only those (env and patch always);
+# M3_GPU_CHECK_BUDGET_BUILD=300 (any section's name in capitals) changes one budget.
 set -u
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -68,6 +69,7 @@ report() { python3 "$WORK/report.py" "$WORK" "$RESULTS" "$1" || echo "[gpu-check
 # section NAME BUDGET_S LOG CMD...: stdout to $WORK/NAME.out (and the log), stderr to the log.
 section() {
   local name=$1 budget=$2 log=$3; shift 3
+  local own="M3_GPU_CHECK_BUDGET_${name^^}"; budget=${!own:-$budget}
   local left=$(( TOTAL - $(elapsed) - 5 ))
   if ! wanted "$name"; then return; fi
   if [ $# -eq 0 ]; then printf '%s\tskipped\t0\t-\t%s\tnothing to run here\n' "$name" "$budget" >> "$WORK/sections.tsv"; report "$name"; return; fi
@@ -86,7 +88,7 @@ section() {
 }
 
 cat > "$WORK/env.py" <<'PY'
-import glob, json, os, subprocess, sys
+import glob, json, os, shutil, subprocess, sys
 dev = sys.argv[1]
 def run(cmd, t=20):
     try:
@@ -100,10 +102,13 @@ PROBE = ("import json, os, torch; c = torch.cuda.is_available(); print(json.dump
 env = {"nvidia_smi": run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"]),
        "gxx": run(["g++", "--version"]).split("\n")[0], "nvcc": run(["nvcc", "--version"]).split("\n")[-1],
        "python3": run(["python3", "--version"]), "pythons": {}}
+seen = set()
 for py in [os.environ.get("M3_PYTHON"), "python3", "/usr/bin/python3", "/opt/torch/.venv/bin/python3"]:
-    if not py or py in env["pythons"]:
+    real = py and shutil.which(py) and os.path.realpath(shutil.which(py))
+    if not real or real in seen or "python" in env:  # the first python with torch (and CUDA on cuda) is the one
         continue
-    out = run([py, "-c", PROBE], 90)
+    seen.add(real)
+    out = run([py, "-c", PROBE], 40)
     try:
         info = json.loads(out.split("\n")[-1])
     except ValueError:
@@ -279,7 +284,7 @@ def conformance(s, name):
 
 def tail_of(s, name, log, keys=None):
     text = read(os.path.join(results, log))
-    part = text.split("===== %s " % name)[-1]
+    part = text.split("===== %s " % name)[-1].split("\n===== ")[0]
     lines = [l.strip() for l in part.strip().splitlines()[1:] if l.strip()]
     s["tail"] = lines[-3:]
     picked = [l for l in lines if any(l.lstrip("* ").startswith(k) for k in keys)] if keys else lines[-2:]
@@ -375,7 +380,7 @@ PY
 echo "[gpu-check] $MODE at $ROOT, device $DEV, results in $RESULTS, ${TOTAL}s in all"
 printf 'mode\t%s\nroot\t%s\ndevice\t%s\ntotal\t%s\nstart\t%s\n' "$MODE" "$ROOT" "$DEV" "$TOTAL" "$START" > "$WORK/meta.tsv"
 
-section env 40 build.log python3 "$WORK/env.py" "$DEV" "$WORK/env.json"
+section env 60 build.log python3 "$WORK/env.py" "$DEV" "$WORK/env.json"
 PY_TORCH=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("python", ""))' "$WORK/env.json" 2>/dev/null)
 [ -n "$PY_TORCH" ] && export M3_PYTHON=$PY_TORCH
 NCCL_H=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("nccl_h") or "")' "$WORK/env.json" 2>/dev/null)

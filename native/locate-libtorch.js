@@ -57,6 +57,13 @@ function abiFromCmake(found) {
   return undefined;
 }
 
+/** The include dirs of the pip nvidia-* wheels in site-packages (nvidia/<lib>/include, nvidia/cu13/include). */
+function nvidiaIncludes(site) {
+  const nvidia = site && path.join(site, 'nvidia');
+  if (!nvidia || !fs.existsSync(nvidia)) return [];
+  return fs.readdirSync(nvidia).sort().map((d) => path.join(nvidia, d, 'include')).filter((d) => fs.existsSync(d));
+}
+
 /**
  * CUDA headers c10/cuda and ATen/cuda include (cuda_runtime_api.h, cublas_v2.h, ...): a toolkit's include
  * dir, else the pip nvidia-* wheels beside torch (one include dir per library, or nvidia/cu13/include).
@@ -65,11 +72,8 @@ function cudaIncludes(site) {
   for (const root of [process.env.CUDA_HOME, process.env.CUDA_PATH, '/usr/local/cuda'].filter(Boolean)) {
     if (exists(root, 'include', 'cuda_runtime_api.h')) return [path.join(root, 'include')];
   }
-  const nvidia = site && path.join(site, 'nvidia');
-  if (nvidia && fs.existsSync(nvidia)) {
-    const dirs = fs.readdirSync(nvidia).sort().map((d) => path.join(nvidia, d, 'include')).filter((d) => fs.existsSync(d));
-    if (dirs.some((d) => fs.existsSync(path.join(d, 'cuda_runtime_api.h')))) return dirs;
-  }
+  const dirs = nvidiaIncludes(site);
+  if (dirs.some((d) => fs.existsSync(path.join(d, 'cuda_runtime_api.h')))) return dirs;
   if (exists('/usr/include', 'cuda_runtime_api.h')) return ['/usr/include']; // Debian's nvidia-cuda-dev
   return [];
 }
@@ -131,7 +135,7 @@ function distConfig(found, dist) {
   const gloo = [found.include, '/usr/include', '/usr/local/include'].some((d) => fs.existsSync(path.join(d, 'gloo', 'algorithm.h')));
   if (!gloo || !fs.existsSync(path.join(c10d, 'ProcessGroupGloo.hpp'))) return none;
   const defines = ['M3_DIST_GLOO', 'USE_C10D_GLOO'];
-  const ncclDirs = [process.env.NCCL_INCLUDE_DIR, found.include, ...found.cudaIncludes, path.join(found.site, 'nvidia', 'nccl', 'include'), '/usr/include', '/usr/local/cuda/include'].filter(Boolean);
+  const ncclDirs = [process.env.NCCL_INCLUDE_DIR, found.include, ...found.cudaIncludes, ...nvidiaIncludes(found.site), '/usr/include', '/usr/local/cuda/include'].filter(Boolean);
   const nccl = ncclDirs.find((d) => fs.existsSync(path.join(d, 'nccl.h')));
   if (found.cuda && nccl && fs.existsSync(path.join(c10d, 'ProcessGroupNCCL.hpp'))) {
     defines.push('M3_DIST_NCCL', 'USE_C10D_NCCL');

@@ -97,7 +97,9 @@ function parseArgs(argv: string[]) {
   for (const f of flags) if (!['--force', '--offline', '--fetch'].includes(f)) throw new BundleError(`unknown option ${f} (--force, --offline, --fetch)`);
   const rest = argv.filter((a) => !a.startsWith('--'));
   if (rest.length > 1) throw new BundleError(`one output folder, not ${rest.length}`);
-  return { out: path.resolve(rest[0] ?? path.join(ROOT, '.device-bundle')), force: flags.has('--force'), offline: flags.has('--offline'), fetch: flags.has('--fetch') };
+  // npm run starts scripts in the package root; INIT_CWD is where the user typed the command
+  const cwd = process.env.INIT_CWD ?? process.cwd();
+  return { out: rest[0] ? path.resolve(cwd, rest[0]) : path.join(ROOT, '.device-bundle'), force: flags.has('--force'), offline: flags.has('--offline'), fetch: flags.has('--fetch') };
 }
 
 export async function main(argv: string[]): Promise<void> {

@@ -4,7 +4,7 @@
 //   1. $LIBTORCH_DIR: an unpacked libtorch archive or a pip torch's package directory (include/, lib/);
 //   2. an installed PyTorch: `import torch` under $M3_PYTHON, $PYTHON, /usr/bin/python3, then python3 on
 //      PATH (the first python3 on PATH is often a venv or pyenv one without torch) — its package
-//      directory when it has include/ and lib/ (pip wheels do; Debian's python3-torch has no lib/);
+//      directory, which has include/ and lib/ (a pip wheel's own; Debian's python3-torch links the system's);
 //   3. the system: Debian/Ubuntu `libtorch-dev` (headers in /usr/include, libraries in the multiarch dir).
 // build.js passes its result to binding.gyp's `node locate-libtorch.js ...` calls through M3_LIBTORCH_FOUND,
 // so python is asked once per build and both agree.

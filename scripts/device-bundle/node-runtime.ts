@@ -38,7 +38,7 @@ function compressXz(input: string, output: string): void {
   const fd = fs.openSync(output, 'w');
   try {
     if (onPath('xz')) sh('xz', ['-T0', '-6', '-c', input], { stdout: fd });
-    else sh('python3', ['-c', 'import lzma, shutil, sys\nwith open(sys.argv[1], "rb") as f: sys.stdout.buffer.write(lzma.compress(f.read(), preset=6))', input], { stdout: fd });
+    else sh('python3', ['-c', 'import lzma, sys\nwith open(sys.argv[1], "rb") as f: sys.stdout.buffer.write(lzma.compress(f.read(), preset=6))', input], { stdout: fd });
   } finally {
     fs.closeSync(fd);
   }

@@ -281,7 +281,8 @@ c10::IValue ToIValue(Napi::Env env, const Napi::Value& v, const c10::TypePtr& ty
     case c10::TypeKind::OptionalType:
       if (v.IsNull() || v.IsUndefined()) return c10::IValue();
       return ToIValue(env, v, type->castRaw<c10::OptionalType>()->getElementType());
-    case c10::TypeKind::TensorType:
+    case c10::TypeKind::TensorType:  // null: an undefined tensor (what a kernel returned as "none")
+      if (v.IsNull()) return c10::IValue(at::Tensor());
       return Lookup(env, v);
     case c10::TypeKind::IntType:
     case c10::TypeKind::SymIntType:

@@ -15,8 +15,8 @@ export interface Ops {
   gelu(x: tf.Tensor): tf.Tensor;
   /** x·Wᵀ + b (W in PyTorch's [out, in] layout) as one GEMM with the bias fused; absent = composite. */
   linear?(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor): tf.Tensor;
-  /** softmax(q·kᵀ·scale + mask)·v in one kernel (no dropout on the probabilities); absent = composite. */
-  attention?(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, mask: tf.Tensor, scale: number): tf.Tensor;
+  /** softmax(q·kᵀ·scale + mask)·v in one kernel (no dropout; null mask = none); absent = composite. */
+  attention?(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, mask: tf.Tensor | null, scale: number): tf.Tensor;
   /** −log softmax(logits)[target] per row in one kernel; absent = composite. */
   softmaxCrossEntropy?(logits: tf.Tensor2D, targets: tf.Tensor1D): tf.Tensor1D;
   /** −log softmax(x·Wᵀ + b)[target] per row (targets in range), the logits never kept; absent = composite. */

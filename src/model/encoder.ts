@@ -68,8 +68,12 @@ export function positionIds(cfg: EncoderConfig, b: TokenBatch): Int32Array {
   return out;
 }
 
-/** Additive attention mask [B, 1, 1, L]: 0 where visible, float32 min where padded (as HF). */
-export function additiveMask(b: TokenBatch): tf.Tensor4D {
+/**
+ * Additive attention mask [B, 1, 1, L]: 0 where visible, float32 min where padded (as HF); null when nothing
+ * is padded, as HF's SDPA path drops an all-visible mask (the fused kernels then need no bias).
+ */
+export function additiveMask(b: TokenBatch): tf.Tensor4D | null {
+  if (b.attentionMask.every((v) => v !== 0)) return null;
   const m = new Float32Array(b.batch * b.length);
   for (let i = 0; i < m.length; i++) m[i] = b.attentionMask[i] ? 0 : FLOAT32_MIN;
   return tf.tensor4d(m, [b.batch, 1, 1, b.length]);
@@ -108,10 +112,10 @@ export function embeddings(
 
 /**
  * Self-attention block (queries from `qIn`, keys/values from `kvIn`), output projection, dropout and the
- * residual LayerNorm taken from `qIn`. `addMask` broadcasts to [B, heads, Lq, Lk].
+ * residual LayerNorm taken from `qIn`. `addMask` broadcasts to [B, heads, Lq, Lk]; null = nothing masked.
  */
 export function attentionBlock(
-  cfg: EncoderConfig, params: Params, prefix: string, qIn: tf.Tensor3D, kvIn: tf.Tensor3D, addMask: tf.Tensor, drop: Dropout,
+  cfg: EncoderConfig, params: Params, prefix: string, qIn: tf.Tensor3D, kvIn: tf.Tensor3D, addMask: tf.Tensor | null, drop: Dropout,
 ): tf.Tensor3D {
   return tf.tidy(() => {
     const [b, lq, d] = qIn.shape;
@@ -131,7 +135,8 @@ export function attentionBlock(
     } else {
       const q = heads(tf.mul(proj(qIn, 'query'), 1 / Math.sqrt(hd)), lq);
       const kT = tf.transpose(tf.reshape(proj(kvIn, 'key'), [b, lk, h, hd]), [0, 2, 3, 1]);
-      const probs = drop.apply(tf.softmax(tf.add(tf.matMul(q as tf.Tensor4D, kT as tf.Tensor4D), addMask)), cfg.attentionDropout);
+      const scores = tf.matMul(q as tf.Tensor4D, kT as tf.Tensor4D);
+      const probs = drop.apply(tf.softmax(addMask ? tf.add(scores, addMask) : scores), cfg.attentionDropout);
       ctx4 = tf.matMul(probs as tf.Tensor4D, v as tf.Tensor4D);
     }
     const ctx = tf.reshape(tf.transpose(ctx4, [0, 2, 1, 3]), [b, lq, d]);

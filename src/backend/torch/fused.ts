@@ -47,17 +47,29 @@ export function gelu(x: tf.Tensor): tf.Tensor {
 
 /**
  * softmax(q·kᵀ·scale + mask)·v for q [..., Lq, D], k and v [..., Lk, D], and an additive mask that
- * broadcasts to [..., Lq, Lk] (e.g. [B, 1, 1, Lk]). No dropout on the probabilities.
+ * broadcasts to [..., Lq, Lk] (e.g. [B, 1, 1, Lk]), or none. No dropout on the probabilities.
  */
-export function attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, mask: tf.Tensor, scale: number): tf.Tensor {
+export function attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, mask: tf.Tensor | null, scale: number): tf.Tensor {
   if (!onTorch()) {
     return tf.tidy(() => {
-      const scores = tf.add(tf.mul(tf.matMul(q, k, false, true), scale), mask);
-      return tf.matMul(tf.softmax(scores), v);
+      const scores = tf.mul(tf.matMul(q, k, false, true), scale);
+      return tf.matMul(tf.softmax(mask ? tf.add(scores, mask) : scores), v);
     });
   }
-  const fused = tf.customGrad(((qq: tf.Tensor, kk: tf.Tensor, vv: tf.Tensor, mm: tf.Tensor, save: tf.GradSaveFunc) => {
-    // `saved`: the fused kernel's log-sum-exp or the probabilities (kernels/fused.ts).
+  // `saved`: the fused kernel's log-sum-exp or the probabilities (kernels/fused.ts).
+  if (!mask) {
+    const unmasked = tf.customGrad(((qq: tf.Tensor, kk: tf.Tensor, vv: tf.Tensor, save: tf.GradSaveFunc) => {
+      const [out, saved] = tf.engine().runKernel('TorchAttention', { q: qq, k: kk, v: vv }, { scale }) as tf.Tensor[];
+      save([qq, kk, vv, out, saved]);
+      return {
+        value: out,
+        gradFunc: (dy: tf.Tensor, [sq, sk, sv, so, ss]: tf.Tensor[]) =>
+          tf.engine().runKernel('TorchAttentionGrad', { dy, q: sq, k: sk, v: sv, out: so, saved: ss }, { scale }) as tf.Tensor[],
+      };
+    }) as unknown as CustomGradientFunc) as (...args: tf.Tensor[]) => tf.Tensor;
+    return unmasked(q, k, v);
+  }
+  const masked = tf.customGrad(((qq: tf.Tensor, kk: tf.Tensor, vv: tf.Tensor, mm: tf.Tensor, save: tf.GradSaveFunc) => {
     const [out, saved] = tf.engine().runKernel('TorchAttention', { q: qq, k: kk, v: vv, mask: mm }, { scale }) as tf.Tensor[];
     save([qq, kk, vv, mm, out, saved]);
     return {
@@ -66,7 +78,7 @@ export function attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, mask: tf.Ten
         tf.engine().runKernel('TorchAttentionGrad', { dy, q: sq, k: sk, v: sv, mask: sm, out: so, saved: ss }, { scale }) as tf.Tensor[],
     };
   }) as unknown as CustomGradientFunc) as (...args: tf.Tensor[]) => tf.Tensor;
-  return fused(q, k, v, mask);
+  return masked(q, k, v, mask);
 }
 
 /**

@@ -63,77 +63,135 @@ kernel('TorchLinearGrad', ({ dy, x, weight }, b) =>
   }),
 );
 
-// Attention: out = softmax(q·kᵀ·scale + mask)·v, for q [B, H, Lq, D], k/v [B, H, Lk, D] and an additive mask
-// broadcasting to [B, H, Lq, Lk]. On CUDA with libtorch ≥ 2.0 it is the fused memory-efficient kernel
-// (aten::_scaled_dot_product_efficient_attention and its backward, as F.scaled_dot_product_attention picks
-// for a masked bf16/fp32 input), which keeps the log-sum-exp instead of the [Lq, Lk] probabilities. Elsewhere
-// (CPU, Debian's libtorch 1.13) the probabilities are computed and kept. The forward returns [out, saved]:
-// the log-sum-exp (fused) or the probabilities, which the backward kernel receives as `saved`.
+// Attention: out = softmax(q·kᵀ·scale + mask)·v, for q [B, H, Lq, D], k/v [B, H, Lk, D] and an optional
+// additive mask broadcasting to [B, H, Lq, Lk]. On CUDA with libtorch ≥ 2.0 it is a fused kernel with its own
+// backward, as F.scaled_dot_product_attention picks: flash attention for an unmasked bf16 input, else the
+// memory-efficient kernel (with the mask as its bias); both keep the log-sum-exp instead of the [Lq, Lk]
+// probabilities. Elsewhere (CPU, Debian's libtorch 1.13) the probabilities are computed and kept. The
+// forward returns [out, saved]: the log-sum-exp (fused) or the probabilities.
 const matmul = aten('matmul');
 const mulScalar = aten('mul.Scalar');
 const addTensor = aten('add.Tensor');
 const softmax = aten('_softmax');
 const softmaxBackward = aten('_softmax_backward_data');
 const sumToSize = aten('sum_to_size');
-const sdpaForward = aten('_scaled_dot_product_efficient_attention');
-const sdpaBackward = aten('_scaled_dot_product_efficient_attention_backward');
+const efficientForward = aten('_scaled_dot_product_efficient_attention');
+const efficientBackward = aten('_scaled_dot_product_efficient_attention_backward');
+const flashForward = aten('_scaled_dot_product_flash_attention');
+const flashBackward = aten('_scaled_dot_product_flash_attention_backward');
 const padNd = aten('constant_pad_nd');
 const sliceT = aten('slice.Tensor');
 const expand = aten('expand');
 const emptyT = aten('empty.memory_format');
 const contiguous = aten('contiguous');
+const randn = aten('randn');
 
-let fusedWorks: boolean | null = null; // null until the fused kernel was first tried
-/** Which attention kernel runs: for `m3 info`-style reports and benchmarks. */
-export const attentionKernelInfo = (): string => (fusedWorks ? 'fused (aten::_scaled_dot_product_efficient_attention)' : 'softmax(q·kᵀ)·v');
+type Backend = Parameters<typeof lowp>[1];
+type Tmp = (h: Handle) => Handle;
+/** Which fused kernels work here, decided on first use (null: not tried yet). */
+const works: { efficient: boolean | null; flash: boolean | null } = { efficient: null, flash: null };
+/** The attention kernels in use, for reports and benchmarks. */
+export const attentionKernelInfo = (): string =>
+  [works.flash && 'flash', works.efficient && 'memory-efficient'].filter(Boolean).join(' + ') || 'softmax(q·kᵀ)·v';
+
+function unavailable(which: string, e: unknown): void {
+  process.stderr.write(`torch backend: ${which} attention unavailable (${(e as Error).message.split('\n')[0]}); using another kernel\n`);
+}
 
 /**
  * The additive mask as the fused kernel takes it: q's type, expanded to [B, H, Lq, Lk], and rows whose
  * length is not a multiple of 16 padded in memory (then sliced back), as PyTorch's preprocess_mask does.
  */
-function sdpaBias(mask: Handle, q: tf.TensorInfo, k: tf.TensorInfo, dtypeCode: number, tmp: (h: Handle) => Handle): Handle {
+function sdpaBias(mask: Handle, q: tf.TensorInfo, k: tf.TensorInfo, dtypeCode: number, tmp: Tmp): Handle {
   const lk = k.shape[k.shape.length - 2];
   let m = tmp(toDtype(mask, dtypeCode));
   if (lk % 16 !== 0) m = tmp(sliceT(tmp(padNd(m, [0, 16 - (lk % 16)], 0)), -1, 0, lk, 1));
   return tmp(expand(m, [q.shape[0], q.shape[1], q.shape[2], lk], false));
 }
 
+// Flash attention's forward and backward ([out, logsumexp] and [dq, dk, dv]); philox tensors are unused
+// without dropout, the cumulative sequence lengths are undefined for dense batches.
+function flash(qh: Handle, kh: Handle, vh: Handle, scale: number, tmp: Tmp): [Handle, Handle] {
+  const r = flashForward(qh, kh, vh, 0, false, false, scale) as (Handle | number | null)[];
+  for (const h of [r[2], r[3], r[6], r[7], r[8]]) if (typeof h === 'number' && h > 0) tmp(h);
+  return [r[0] as Handle, r[1] as Handle];
+}
+function flashGrad(g: Handle, qh: Handle, kh: Handle, vh: Handle, out: Handle, lse: Handle, lq: number, lk: number, scale: number, b: Backend, tmp: Tmp): Handle[] {
+  const none = tmp(emptyT([0], code('int64'), null, b.device, null, null));
+  return flashBackward(tmp(contiguous(g, 0)), qh, kh, vh, out, lse, null, null, lq, lk, 0, false, none, none, scale) as Handle[];
+}
+
+/** Flash needs bf16/fp16 and a supported head size: one tiny forward and backward says whether it runs here. */
+function flashWorks(b: Backend, d: number): boolean {
+  if (works.flash !== null) return works.flash;
+  try {
+    scoped((tmp) => {
+      const t = () => tmp(randn([1, 1, 16, d], code('bfloat16'), null, b.device, null));
+      const [q, k, v] = [t(), t(), t()];
+      const [out, lse] = flash(q, k, v, 0.125, tmp).map(tmp);
+      flashGrad(q, q, k, v, out, lse, 16, 16, 0.125, b, tmp).forEach(tmp);
+    });
+    works.flash = true;
+  } catch (e) {
+    unavailable('flash', e);
+    works.flash = false;
+  }
+  return works.flash;
+}
+
+/** Flash runs for an unmasked bf16 input (autocast); the memory-efficient kernel for the rest. */
+const useFlash = (b: Backend, mask: tf.TensorInfo | undefined, q: tf.TensorInfo): boolean =>
+  !mask && b.autocast && flashWorks(b, q.shape[q.shape.length - 1]);
+
 kernel('TorchAttention', ({ q, k, v, mask }, b, { scale }) =>
   scoped((tmp) => {
     const [qh, kh, vh] = [q, k, v].map((t) => lowp(t, b, tmp));
-    if (b.device === 'cuda' && fusedWorks !== false) {
+    if (b.device === 'cuda' && useFlash(b, mask, q)) {
+      const [out, lse] = flash(qh, kh, vh, scale, tmp);
+      return [b.out(out, 'float32'), b.out(lse, 'float32')];
+    }
+    if (b.device === 'cuda' && works.efficient !== false) {
       try {
-        const bias = sdpaBias(b.h(mask), q, k, code(b.autocast ? 'bfloat16' : 'float32'), tmp);
-        const [out, lse, seed, offset] = sdpaForward(qh, kh, vh, bias, true, 0, false, scale) as Handle[];
+        const bias = mask ? sdpaBias(b.h(mask), q, k, code(b.autocast ? 'bfloat16' : 'float32'), tmp) : null;
+        const [out, lse, seed, offset] = efficientForward(qh, kh, vh, bias, true, 0, false, scale) as Handle[];
         tmp(seed);
         tmp(offset);
-        fusedWorks = true;
+        works.efficient = true;
         return [b.out(out, 'float32'), b.out(lse, 'float32')];
       } catch (e) {
         // libtorch < 2.0 has no such operator; a shape the kernel refuses takes the composite path below.
-        if (fusedWorks === null) process.stderr.write(`torch backend: fused attention unavailable (${(e as Error).message.split('\n')[0]}); using softmax(q·kᵀ)·v\n`);
-        if (fusedWorks === null) fusedWorks = false;
+        if (works.efficient === null) {
+          unavailable('memory-efficient', e);
+          works.efficient = false;
+        }
       }
     }
     // Scores and softmax in float32 (a bf16 product is widened by the float32 mask), the products in q's type.
-    const scores = tmp(addTensor(tmp(mulScalar(tmp(matmul(qh, tmp(transpose(kh, -1, -2)))), scale)), b.h(mask)));
+    let scores = tmp(mulScalar(tmp(matmul(qh, tmp(transpose(kh, -1, -2)))), scale));
+    if (mask) scores = tmp(addTensor(scores, b.h(mask)));
+    else if (b.autocast) scores = tmp(toDtype(scores, code('float32')));
     const probs = softmax(scores, -1, false);
     const pv = b.autocast ? tmp(toDtype(probs, code('bfloat16'))) : probs;
     return [b.out(matmul(pv, vh), 'float32'), b.out(probs, 'float32')];
   }),
 );
 // `saved` is what the forward returned beside `out`: the log-sum-exp [B, H, Lq'] (fused) or the float32
-// probabilities [B, H, Lq, Lk].
+// probabilities [B, H, Lq, Lk]. Returns [dq, dk, dv], and the mask's gradient when there is a mask.
 kernel('TorchAttentionGrad', ({ dy, q, k, v, mask, out, saved }, b, { scale }) =>
   scoped((tmp) => {
     const [g, qh, kh, vh] = [dy, q, k, v].map((t) => lowp(t, b, tmp));
+    const maskGrad = (h: Handle | null) => (mask ? [b.out(h ?? aten('zeros')(mask.shape, code('float32'), null, b.device), 'float32')] : []);
     if (saved.shape.length === q.shape.length - 1) {
-      const bias = sdpaBias(b.h(mask), q, k, code(b.autocast ? 'bfloat16' : 'float32'), tmp);
+      if (useFlash(b, mask, q)) {
+        const [dq, dk, dv] = flashGrad(g, qh, kh, vh, b.h(out), b.h(saved), q.shape[2], k.shape[2], scale, b, tmp);
+        return [b.out(dq, 'float32'), b.out(dk, 'float32'), b.out(dv, 'float32')];
+      }
+      const bias = mask ? sdpaBias(b.h(mask), q, k, code(b.autocast ? 'bfloat16' : 'float32'), tmp) : null;
       const none = tmp(emptyT([0], code('int64'), null, null, null, null)); // philox seed/offset: no dropout
-      const [dq, dk, dv, dbias] = sdpaBackward(tmp(contiguous(g, 0)), qh, kh, vh, bias, b.h(out), b.h(saved), none, none, 0, [true, true, true, false], false, scale) as (Handle | null)[];
+      const [dq, dk, dv, dbias] = efficientBackward(tmp(contiguous(g, 0)), qh, kh, vh, bias, b.h(out), b.h(saved), none, none, 0, [true, true, true, false], false, scale) as (Handle | null)[];
       if (dbias) tmp(dbias);
-      const zeros = b.out(aten('zeros')(mask.shape, code('float32'), null, b.device), 'float32'); // the mask is a constant
-      return [b.out(dq!, 'float32'), b.out(dk!, 'float32'), b.out(dv!, 'float32'), zeros];
+      // the mask is a constant (padding): its gradient is zeros
+      return [b.out(dq!, 'float32'), b.out(dk!, 'float32'), b.out(dv!, 'float32'), ...maskGrad(null)];
     }
     const p = b.h(saved); // float32 probabilities
     const pl = b.autocast ? tmp(toDtype(p, code('bfloat16'))) : p;
@@ -143,8 +201,7 @@ kernel('TorchAttentionGrad', ({ dy, q, k, v, mask, out, saved }, b, { scale }) =
     const ds = b.autocast ? tmp(toDtype(dscores, code('bfloat16'))) : dscores;
     const dq = mulScalar(tmp(matmul(ds, kh)), scale);
     const dk = mulScalar(tmp(matmul(tmp(transpose(ds, -1, -2)), qh)), scale);
-    const dmask = sumToSize(dscores, mask.shape); // the mask is usually constant; its gradient is cheap
-    return [b.out(dq, 'float32'), b.out(dk, 'float32'), b.out(dv, 'float32'), b.out(dmask, 'float32')];
+    return [b.out(dq, 'float32'), b.out(dk, 'float32'), b.out(dv, 'float32'), ...maskGrad(mask ? sumToSize(dscores, mask.shape) : null)];
   }),
 );
 

@@ -82,10 +82,11 @@ export function gradCacheStep(
       const n = sizes[s][i];
       const dSlice = dFull.map((d) => tf.slice(d, offset, n));
       offset += n;
-      const { grads: g } = tf.variableGrads(() => {
+      const { value: surrogate, grads: g } = tf.variableGrads(() => {
         const reps = streams[s].encode(i);
         return tf.addN(keys.map((k, j) => tf.sum(tf.mul(reps[k], dSlice[j])))) as tf.Scalar;
       }, trainable);
+      surrogate.dispose(); // only its gradients matter
       for (const [vname, t] of Object.entries(g)) {
         const name = nameOf.get(vname) ?? vname;
         const prev = grads.get(name);

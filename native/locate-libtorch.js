@@ -132,16 +132,16 @@ function distConfig(found, dist) {
   const none = { defines: [], includes: [] };
   if (!dist) return none;
   const c10d = path.join(found.include, 'torch', 'csrc', 'distributed', 'c10d');
+  // Gloo (CPU) and NCCL (CUDA) are independent: a pip torch may ship NCCL's side without Gloo's headers.
   const gloo = [found.include, '/usr/include', '/usr/local/include'].some((d) => fs.existsSync(path.join(d, 'gloo', 'algorithm.h')));
-  if (!gloo || !fs.existsSync(path.join(c10d, 'ProcessGroupGloo.hpp'))) return none;
-  const defines = ['M3_DIST_GLOO', 'USE_C10D_GLOO'];
+  const defines = gloo && fs.existsSync(path.join(c10d, 'ProcessGroupGloo.hpp')) ? ['M3_DIST_GLOO', 'USE_C10D_GLOO'] : [];
   const ncclDirs = [process.env.NCCL_INCLUDE_DIR, found.include, ...found.cudaIncludes, ...nvidiaIncludes(found.site), '/usr/include', '/usr/local/cuda/include'].filter(Boolean);
   const nccl = ncclDirs.find((d) => fs.existsSync(path.join(d, 'nccl.h')));
   if (found.cuda && nccl && fs.existsSync(path.join(c10d, 'ProcessGroupNCCL.hpp'))) {
     defines.push('M3_DIST_NCCL', 'USE_C10D_NCCL');
     return { defines, includes: [nccl] };
   }
-  return { defines, includes: [] };
+  return defines.length ? { defines, includes: [] } : none;
 }
 
 /**

@@ -11,6 +11,7 @@ const BENCHES: Record<string, () => Promise<{ run(args: Record<string, unknown>)
   eval: async () => import('./eval'),
   plan: async () => import('./plan'),
   dist: async () => import('./dist'),
+  overhead: async () => import('./overhead'),
   nccl: async () => import('./nccl'),
 };
 

@@ -131,7 +131,8 @@ function pytorchBaseline(shape: Shape, steps: number, env: Record<string, string
     const r = spawnSync(py, [script, JSON.stringify({ vocab, hidden, layers, heads, ff, batch, group, qlen, plen }), String(steps)], {
       encoding: 'utf8', timeout: 1800_000, env: { ...process.env, ...env },
     });
-    if (r.status === 0) return JSON.parse(r.stdout.trim().split('\n').pop()!);
+    // Python's json writes NaN (a diverged loss) where JSON has none
+    if (r.status === 0) return JSON.parse(r.stdout.trim().split('\n').pop()!.replace(/\bNaN\b/g, 'null'));
     const why = (r.stderr ?? '').trim().split('\n').pop() || (r.error ? r.error.message : `exit ${r.status}`);
     errors.push(`${py}: ${why}`);
   }

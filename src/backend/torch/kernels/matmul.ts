@@ -3,7 +3,7 @@ import * as tf from '@tensorflow/tfjs';
 import { aten, Handle } from '../aten';
 import type { TorchBackend } from '../backend';
 import { kernel } from '../registry';
-import { lowp, scoped } from './util';
+import { code, lowp, scoped, toDtype } from './util';
 
 const matmul = aten('matmul');
 const transpose = aten('transpose.int');
@@ -16,10 +16,16 @@ function product(a: Handle, b: Handle, transposeA: boolean, transposeB: boolean,
   return matmul(ta, tb);
 }
 
+/** An operand as matmul takes it: bf16 under autocast; float64 for integers on CUDA (cuBLAS has no int GEMM; exact below 2⁵³). */
+function operand(info: tf.TensorInfo, other: tf.TensorInfo, backend: TorchBackend, tmp: (h: Handle) => Handle): Handle {
+  if (backend.device === 'cuda' && (info.dtype !== 'float32' || other.dtype !== 'float32')) return tmp(toDtype(backend.h(info), code('float64')));
+  return lowp(info, backend, tmp);
+}
+
 kernel('BatchMatMul', ({ a, b }, backend, { transposeA, transposeB }) => {
   // ATen's matmul also takes vectors; TF.js's batchMatMul requires rank >= 2.
   tf.util.assert(a.shape.length >= 2 && b.shape.length >= 2, () => `Error in matMul: inputs must have rank >= 2, got ranks ${a.shape.length} and ${b.shape.length}.`);
-  return scoped((tmp) => backend.out(product(lowp(a, backend, tmp), lowp(b, backend, tmp), transposeA, transposeB, tmp), tf.upcastType(a.dtype, b.dtype)));
+  return scoped((tmp) => backend.out(product(operand(a, b, backend, tmp), operand(b, a, backend, tmp), transposeA, transposeB, tmp), tf.upcastType(a.dtype, b.dtype)));
 });
 
 const activations: Record<string, (x: Handle, backend: TorchBackend, alpha: tf.TensorInfo | undefined, leak: number, tmp: (h: Handle) => Handle) => Handle> = {
@@ -34,7 +40,7 @@ const activations: Record<string, (x: Handle, backend: TorchBackend, alpha: tf.T
 
 kernel('_FusedMatMul', ({ a, b, bias, preluActivationWeights }, backend, { transposeA, transposeB, activation, leakyreluAlpha }) =>
   scoped((tmp) => {
-    let y = product(lowp(a, backend, tmp), lowp(b, backend, tmp), transposeA, transposeB, tmp);
+    let y = product(operand(a, b, backend, tmp), operand(b, a, backend, tmp), transposeA, transposeB, tmp);
     if (bias) y = add(tmp(y), lowp(bias, backend, tmp));
     const act = activations[activation ?? 'linear'];
     if (!act) throw new Error(`_FusedMatMul: unknown activation ${activation}`);

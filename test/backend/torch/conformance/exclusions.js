@@ -7,4 +7,11 @@ const EXCLUDED = [
   // to JS on every gather (libtorch reports "index out of range in self").
   ['gather test-torch {} throws when index is out of bound', 'error text differs (libtorch: "index out of range in self")'],
 ];
-module.exports = { EXCLUDED };
+// On CUDA only: libtorch's kernels use CUDA's single-precision math (expf, tanf: within 2 ulp, not correctly
+// rounded); these specs compare results near 22026 and 30144, where one float32 ulp is 0.002, with an absolute
+// tolerance of 0.001, so a 1-ulp difference fails them.
+const EXCLUDED_CUDA = [
+  ['exp test-torch {} int32', 'CUDA expf is 1 ulp from the correctly rounded float32 at e^10 (ulp 0.002 > the spec\'s absolute 0.001)'],
+  ['tan test-torch {} numbers exceed float32 precision', 'CUDA tanf is 1 ulp off at 30144 (ulp 0.002 > the spec\'s absolute 0.001)'],
+];
+module.exports = { EXCLUDED, EXCLUDED_CUDA };

@@ -24,7 +24,8 @@ if (!loaded.ok) {
   // asking for cuda where it cannot run is a failure; a cpu run without the addon is not (see run.js)
   process.exit(process.env.M3_REQUIRE_TORCH || device === 'cuda' ? 1 : 0);
 }
-const { EXCLUDED } = require('./exclusions');
+const exclusions = require('./exclusions');
+const EXCLUDED = device === 'cuda' ? [...exclusions.EXCLUDED, ...exclusions.EXCLUDED_CUDA] : exclusions.EXCLUDED;
 
 // tfjs-core's test utilities and specs come from its ESM dist (compiled by the hook); they share the
 // engine and kernel registry with the CommonJS bundle through TF.js's globals.

@@ -9,14 +9,17 @@ import * as tf from '@tensorflow/tfjs';
 export const FLOAT32_MIN = -3.4028234663852886e38;
 
 export interface Ops {
-  /** LayerNorm over the last axis, PyTorch semantics (biased variance). */
-  layerNorm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: number): tf.Tensor;
+  /** LayerNorm over the last axis, PyTorch semantics (biased variance), of x or of x + residual. */
+  layerNorm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: number, residual?: tf.Tensor): tf.Tensor;
   /** Exact GELU: x·Φ(x) with the erf form, as PyTorch's default `gelu`. */
   gelu(x: tf.Tensor): tf.Tensor;
   /** x·Wᵀ + b (W in PyTorch's [out, in] layout) as one GEMM with the bias fused; absent = composite. */
   linear?(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor): tf.Tensor;
-  /** softmax(q·kᵀ·scale + mask)·v in one kernel (no dropout; null mask = none); absent = composite. */
-  attention?(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, mask: tf.Tensor | null, scale: number): tf.Tensor;
+  /**
+   * Multi-head softmax(q·kᵀ·scale + mask)·v in one op for q [B, Lq, D], k/v [B, Lk, D] with `heads` heads side
+   * by side in D, → [B, Lq, D] (no dropout; null mask = none); absent = composite.
+   */
+  attention?(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, mask: tf.Tensor | null, scale: number, heads: number): tf.Tensor;
   /** −log softmax(logits)[target] per row in one kernel; absent = composite. */
   softmaxCrossEntropy?(logits: tf.Tensor2D, targets: tf.Tensor1D): tf.Tensor1D;
   /** −log softmax(x·Wᵀ + b)[target] per row (targets in range), the logits never kept; absent = composite. */
@@ -42,9 +45,10 @@ export interface AdamWGroup { weightDecay: number; items: { param: tf.Tensor; m:
 export interface AdamWAttrs { beta1: number; beta2: number; lr: number; eps: number; decay: number; bc1: number; bc2Sqrt: number }
 
 export const compositeOps: Ops = {
-  layerNorm(x, gamma, beta, eps) {
+  layerNorm(x, gamma, beta, eps, residual) {
     return tf.tidy(() => {
-      const centered = tf.sub(x, tf.mean(x, -1, true));
+      const s = residual ? tf.add(x, residual) : x;
+      const centered = tf.sub(s, tf.mean(s, -1, true));
       const variance = tf.mean(tf.square(centered), -1, true);
       return tf.add(tf.mul(tf.mul(centered, tf.rsqrt(tf.add(variance, eps))), gamma), beta);
     });

@@ -127,21 +127,20 @@ export function attentionBlock(
     // Scale q before the product (cheaper than scaling the [Lq, Lk] scores); kᵀ is materialised by one
     // transpose so the batched matmul runs without transpose flags (slow on wasm).
     const heads = (x: tf.Tensor, len: number) => tf.transpose(tf.reshape(x, [b, len, h, hd]), [0, 2, 1, 3]);
-    const v = heads(proj(kvIn, 'value'), lk);
-    let ctx4: tf.Tensor;
+    let ctx: tf.Tensor;
     const fused = ops().attention;
     if (fused && !drop.active(cfg.attentionDropout)) {
-      ctx4 = fused(heads(proj(qIn, 'query'), lq), heads(proj(kvIn, 'key'), lk), v, addMask, 1 / Math.sqrt(hd));
+      ctx = fused(proj(qIn, 'query'), proj(kvIn, 'key'), proj(kvIn, 'value'), addMask, 1 / Math.sqrt(hd), h);
     } else {
+      const v = heads(proj(kvIn, 'value'), lk);
       const q = heads(tf.mul(proj(qIn, 'query'), 1 / Math.sqrt(hd)), lq);
       const kT = tf.transpose(tf.reshape(proj(kvIn, 'key'), [b, lk, h, hd]), [0, 2, 3, 1]);
       const scores = tf.matMul(q as tf.Tensor4D, kT as tf.Tensor4D);
       const probs = drop.apply(tf.softmax(addMask ? tf.add(scores, addMask) : scores), cfg.attentionDropout);
-      ctx4 = tf.matMul(probs as tf.Tensor4D, v as tf.Tensor4D);
+      ctx = tf.reshape(tf.transpose(tf.matMul(probs as tf.Tensor4D, v as tf.Tensor4D), [0, 2, 1, 3]), [b, lq, d]);
     }
-    const ctx = tf.reshape(tf.transpose(ctx4, [0, 2, 1, 3]), [b, lq, d]);
     const out = drop.apply(linear(ctx, param(params, p + 'output.dense.weight'), param(params, p + 'output.dense.bias')), cfg.hiddenDropout);
-    return ops().layerNorm(tf.add(out, qIn), param(params, p + 'output.LayerNorm.weight'), param(params, p + 'output.LayerNorm.bias'), cfg.layerNormEps) as tf.Tensor3D;
+    return ops().layerNorm(out, param(params, p + 'output.LayerNorm.weight'), param(params, p + 'output.LayerNorm.bias'), cfg.layerNormEps, qIn) as tf.Tensor3D;
   });
 }
 
@@ -151,7 +150,7 @@ export function ffnBlock(cfg: EncoderConfig, params: Params, prefix: string, x: 
     const pre = linear(x, param(params, prefix + 'intermediate.dense.weight'), param(params, prefix + 'intermediate.dense.bias'));
     const act = cfg.activation === 'gelu' ? ops().gelu(pre) : cfg.activation === 'gelu_tanh' ? geluTanh(pre) : tf.relu(pre);
     const out = drop.apply(linear(act, param(params, prefix + 'output.dense.weight'), param(params, prefix + 'output.dense.bias')), cfg.hiddenDropout);
-    return ops().layerNorm(tf.add(out, x), param(params, prefix + 'output.LayerNorm.weight'), param(params, prefix + 'output.LayerNorm.bias'), cfg.layerNormEps) as tf.Tensor3D;
+    return ops().layerNorm(out, param(params, prefix + 'output.LayerNorm.weight'), param(params, prefix + 'output.LayerNorm.bias'), cfg.layerNormEps, x) as tf.Tensor3D;
   });
 }
 

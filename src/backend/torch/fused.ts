@@ -15,17 +15,49 @@ const onTorch = (): boolean => tf.getBackend() === 'torch';
 /** tf.customGrad's parameter type (not exported by @tensorflow/tfjs). */
 type CustomGradientFunc = Parameters<typeof tf.customGrad>[0];
 
-/** LayerNorm over the last axis (biased variance, PyTorch semantics). */
-export function layerNorm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: number): tf.Tensor {
-  if (!onTorch()) return compositeOps.layerNorm(x, gamma, beta, eps);
+/**
+ * The gradient function of a fused op: runs the backward kernel, then frees the op's saved tensors and its
+ * output gradient at once. TF.js itself keeps both until the whole backward pass ends, so every activation and
+ * every activation gradient of the network would be alive together (PyTorch frees each as it is used). Both
+ * are this node's own references (saved tensors are clones; a gradient is consumed by the one node that made
+ * its tensor), so the engine's later dispose of them is a no-op.
+ */
+function freeing(backward: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor[]): (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor[] {
+  return (dy, saved) => {
+    const grads = backward(dy, saved);
+    tf.dispose([dy, ...saved]);
+    return grads;
+  };
+}
+
+/**
+ * LayerNorm over the last axis (biased variance, PyTorch semantics) of x, or of x + residual: the residual
+ * sum of a transformer block in the same op, so no Add node keeps both summands until the backward pass.
+ */
+export function layerNorm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: number, residual?: tf.Tensor): tf.Tensor {
+  if (!onTorch()) return compositeOps.layerNorm(x, gamma, beta, eps, residual);
+  if (residual) {
+    const fusedSum = tf.customGrad(((xx: tf.Tensor, rr: tf.Tensor, g: tf.Tensor, bb: tf.Tensor, save: tf.GradSaveFunc) => {
+      const [y, mean, rstd, sum] = tf.engine().runKernel('TorchLayerNorm', { x: xx, residual: rr, gamma: g, beta: bb }, { eps }) as tf.Tensor[];
+      save([sum, g, bb, mean, rstd]);
+      return {
+        value: y,
+        gradFunc: freeing((dy, [ss, sg, sb, smean, srstd]) => {
+          const [dx, dgamma, dbeta] = tf.engine().runKernel('TorchLayerNormGrad', { dy, x: ss, gamma: sg, beta: sb, mean: smean, rstd: srstd }, {}) as tf.Tensor[];
+          return [dx, tf.clone(dx), dgamma, dbeta]; // two tensors: the engine accumulates (and frees) each on its own
+        }),
+      };
+    }) as unknown as CustomGradientFunc) as (...args: tf.Tensor[]) => tf.Tensor;
+    return fusedSum(x, residual, gamma, beta);
+  }
   // A customGrad per call closes over eps (customGrad passes tensors only); making one is cheap.
   const fused = tf.customGrad(((xx: tf.Tensor, g: tf.Tensor, bb: tf.Tensor, save: tf.GradSaveFunc) => {
     const [y, mean, rstd] = tf.engine().runKernel('TorchLayerNorm', { x: xx, gamma: g, beta: bb }, { eps }) as tf.Tensor[];
     save([xx, g, bb, mean, rstd]);
     return {
       value: y,
-      gradFunc: (dy: tf.Tensor, [sx, sg, sb, smean, srstd]: tf.Tensor[]) =>
-        tf.engine().runKernel('TorchLayerNormGrad', { dy, x: sx, gamma: sg, beta: sb, mean: smean, rstd: srstd }, {}) as tf.Tensor[],
+      gradFunc: freeing((dy, [sx, sg, sb, smean, srstd]) =>
+        tf.engine().runKernel('TorchLayerNormGrad', { dy, x: sx, gamma: sg, beta: sb, mean: smean, rstd: srstd }, {}) as tf.Tensor[]),
     };
   }) as unknown as CustomGradientFunc) as (...args: tf.Tensor[]) => tf.Tensor;
   return fused(x, gamma, beta);
@@ -35,7 +67,7 @@ const geluGrad = tf.customGrad(((x: tf.Tensor, save: tf.GradSaveFunc) => {
   save([x]);
   return {
     value: tf.engine().runKernel('TorchGelu', { x }, {}) as tf.Tensor,
-    gradFunc: (dy: tf.Tensor, [sx]: tf.Tensor[]) => tf.engine().runKernel('TorchGeluGrad', { dy, x: sx }, {}) as tf.Tensor,
+    gradFunc: freeing((dy, [sx]) => [tf.engine().runKernel('TorchGeluGrad', { dy, x: sx }, {}) as tf.Tensor]),
   };
 }) as unknown as CustomGradientFunc) as (x: tf.Tensor) => tf.Tensor;
 
@@ -46,57 +78,47 @@ export function gelu(x: tf.Tensor): tf.Tensor {
 }
 
 /**
- * softmax(q·kᵀ·scale + mask)·v for q [..., Lq, D], k and v [..., Lk, D], and an additive mask that
- * broadcasts to [..., Lq, Lk] (e.g. [B, 1, 1, Lk]), or none. No dropout on the probabilities.
+ * Multi-head attention softmax(q·kᵀ·scale + mask)·v for q [B, Lq, D], k and v [B, Lk, D] (the projections,
+ * heads side by side in D) and an additive mask broadcasting to [B, heads, Lq, Lk], or none; returns
+ * [B, Lq, D]. The heads are split and merged inside the kernels (views), so the tape holds one node, not the
+ * dozen reshapes and transposes of the composite. No dropout on the probabilities.
  */
-export function attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, mask: tf.Tensor | null, scale: number): tf.Tensor {
-  if (!onTorch()) {
-    return tf.tidy(() => {
-      const scores = tf.mul(tf.matMul(q, k, false, true), scale);
-      return tf.matMul(tf.softmax(mask ? tf.add(scores, mask) : scores), v);
-    });
-  }
+export function attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, mask: tf.Tensor | null, scale: number, heads: number): tf.Tensor {
+  const attrs = { scale, heads };
   // `saved`: the fused kernel's log-sum-exp or the probabilities (kernels/fused.ts).
+  const backward = (dy: tf.Tensor, [sq, sk, sv, so, ss, sm]: tf.Tensor[]) =>
+    tf.engine().runKernel('TorchAttentionGrad', { dy, q: sq, k: sk, v: sv, out: so, saved: ss, ...(sm ? { mask: sm } : {}) }, attrs) as tf.Tensor[];
   if (!mask) {
     const unmasked = tf.customGrad(((qq: tf.Tensor, kk: tf.Tensor, vv: tf.Tensor, save: tf.GradSaveFunc) => {
-      const [out, saved] = tf.engine().runKernel('TorchAttention', { q: qq, k: kk, v: vv }, { scale }) as tf.Tensor[];
+      const [out, saved] = tf.engine().runKernel('TorchAttention', { q: qq, k: kk, v: vv }, attrs) as tf.Tensor[];
       save([qq, kk, vv, out, saved]);
-      return {
-        value: out,
-        gradFunc: (dy: tf.Tensor, [sq, sk, sv, so, ss]: tf.Tensor[]) =>
-          tf.engine().runKernel('TorchAttentionGrad', { dy, q: sq, k: sk, v: sv, out: so, saved: ss }, { scale }) as tf.Tensor[],
-      };
+      return { value: out, gradFunc: freeing(backward) };
     }) as unknown as CustomGradientFunc) as (...args: tf.Tensor[]) => tf.Tensor;
     return unmasked(q, k, v);
   }
   const masked = tf.customGrad(((qq: tf.Tensor, kk: tf.Tensor, vv: tf.Tensor, mm: tf.Tensor, save: tf.GradSaveFunc) => {
-    const [out, saved] = tf.engine().runKernel('TorchAttention', { q: qq, k: kk, v: vv, mask: mm }, { scale }) as tf.Tensor[];
-    save([qq, kk, vv, mm, out, saved]);
-    return {
-      value: out,
-      gradFunc: (dy: tf.Tensor, [sq, sk, sv, sm, so, ss]: tf.Tensor[]) =>
-        tf.engine().runKernel('TorchAttentionGrad', { dy, q: sq, k: sk, v: sv, mask: sm, out: so, saved: ss }, { scale }) as tf.Tensor[],
-    };
+    const [out, saved] = tf.engine().runKernel('TorchAttention', { q: qq, k: kk, v: vv, mask: mm }, attrs) as tf.Tensor[];
+    save([qq, kk, vv, out, saved, mm]);
+    return { value: out, gradFunc: freeing(backward) };
   }) as unknown as CustomGradientFunc) as (...args: tf.Tensor[]) => tf.Tensor;
   return masked(q, k, v, mask);
 }
 
 /**
  * x·Wᵀ + b for x [..., in], W [out, in] (PyTorch's Linear layout), b [out]: one GEMM with the bias fused,
- * forward and backward (kernels/fused.ts `TorchLinear`).
+ * forward and backward (kernels/fused.ts `TorchLinear`); leading dimensions are folded inside the kernels.
  */
 export function linear(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor): tf.Tensor {
-  const lead = x.shape.slice(0, -1);
   const fused = tf.customGrad(((xx: tf.Tensor, w: tf.Tensor, bb: tf.Tensor, save: tf.GradSaveFunc) => {
     // Under bf16 autocast the kernel also returns x's bf16 copy: the backward keeps that instead of x.
     const [y, xLowp] = tf.engine().runKernel('TorchLinear', { x: xx, weight: w, bias: bb }, {}) as tf.Tensor[];
     save([xLowp ?? xx, w]);
     return {
       value: y,
-      gradFunc: (dy: tf.Tensor, [sx, sw]: tf.Tensor[]) => tf.engine().runKernel('TorchLinearGrad', { dy, x: sx, weight: sw }, {}) as tf.Tensor[],
+      gradFunc: freeing((dy, [sx, sw]) => tf.engine().runKernel('TorchLinearGrad', { dy, x: sx, weight: sw }, { shape: xx.shape }) as tf.Tensor[]),
     };
   }) as unknown as CustomGradientFunc) as (...args: tf.Tensor[]) => tf.Tensor;
-  return tf.tidy(() => tf.reshape(fused(tf.reshape(x, [-1, x.shape[x.shape.length - 1]]), weight, bias), [...lead, weight.shape[0]]));
+  return fused(x, weight, bias);
 }
 
 /**
@@ -119,10 +141,10 @@ export function softmaxCrossEntropy(logits: tf.Tensor2D, targets: tf.Tensor1D, i
     save([logp, t]);
     return {
       value: loss,
-      gradFunc: (dy: tf.Tensor, [slogp, st]: tf.Tensor[]) => [
+      gradFunc: freeing((dy, [slogp, st]) => [
         tf.engine().runKernel('TorchSoftmaxCrossEntropyGrad', { dy, logp: slogp, targets: st }, { ignoreIndex }) as tf.Tensor,
         tf.zerosLike(st),
-      ],
+      ]),
     };
   }) as unknown as CustomGradientFunc) as (...args: tf.Tensor[]) => tf.Tensor;
   return fused(logits, targets) as tf.Tensor1D;
@@ -139,10 +161,10 @@ export function linearCrossEntropy(x: tf.Tensor2D, weight: tf.Tensor2D, bias: tf
     save([xx, w, probs, t]);
     return {
       value: loss,
-      gradFunc: (dy: tf.Tensor, [sx, sw, sp, st]: tf.Tensor[]) => [
+      gradFunc: freeing((dy, [sx, sw, sp, st]) => [
         ...(tf.engine().runKernel('TorchLinearCrossEntropyGrad', { dy, x: sx, weight: sw, probs: sp, targets: st }) as tf.Tensor[]),
         tf.zerosLike(st),
-      ],
+      ]),
     };
   }) as unknown as CustomGradientFunc) as (...args: tf.Tensor[]) => tf.Tensor;
   return fused(x, weight, bias, targets) as tf.Tensor1D;

@@ -3,11 +3,15 @@
  * backend: values and gradients of every input, and the composite path on other backends.
  */
 import * as tf from '@tensorflow/tfjs';
-import { attention, gelu, layerNorm, linearCrossEntropy, softmaxCrossEntropy } from '../../../src/backend/torch/fused';
+import { attention, gelu, layerNorm, linear, linearCrossEntropy, softmaxCrossEntropy } from '../../../src/backend/torch/fused';
 import { compositeLinearCrossEntropy, compositeOps } from '../../../src/backend/ops';
 import { describeTorch, expectSame, rand, runOn } from './setup';
 
 type Fn = (xs: tf.Tensor[]) => tf.Tensor;
+
+/** [B, L, 12] → [B, 3, L, 4] and back: the composite's head split and merge. */
+const split3 = (t: tf.Tensor) => tf.transpose(tf.reshape(t, [t.shape[0], -1, 3, 4]), [0, 2, 1, 3]);
+const heads3 = (t: tf.Tensor) => tf.reshape(tf.transpose(t, [0, 2, 1, 3]), [t.shape[0], -1, 12]);
 
 /** Value and gradients of sum(f(xs) · w) for a fixed weighting w, so every output element matters. */
 function valueAndGrads(f: Fn, inputs: () => tf.Tensor[], wrt: number[]): () => tf.Tensor[] {
@@ -38,10 +42,31 @@ describeTorch('fused torch kernels vs TF.js composites', () => {
     ],
     ['gelu', ([x]) => gelu(x), ([x]) => compositeOps.gelu(x), () => [rand([4, 33], 4, 4)], [0]],
     [
-      'attention with a padding mask',
-      ([q, k, v, m]) => attention(q, k, v, m, 0.25),
-      ([q, k, v, m]) => tf.matMul(tf.softmax(tf.add(tf.mul(tf.matMul(q, k, false, true), 0.25), m)), v),
-      () => [rand([2, 3, 5, 4], 5), rand([2, 3, 7, 4], 6), rand([2, 3, 7, 4], 7), tf.reshape(tf.tensor([0, 0, 0, -1e9, -1e9, 0, 0, 0, 0, 0, 0, -1e9, 0, 0]), [2, 1, 1, 7])],
+      'layerNorm of x + residual [2, 5, 16]',
+      ([x, r, g, b]) => layerNorm(x, g, b, 1e-5, r),
+      ([x, r, g, b]) => compositeOps.layerNorm(tf.add(x, r), g, b, 1e-5),
+      () => [rand([2, 5, 16], 11, 3), rand([2, 5, 16], 12), tf.add(rand([16], 2), 1), rand([16], 3)],
+      [0, 1, 2, 3],
+    ],
+    [
+      'linear [2, 5, 8] × [6, 8] + [6] (leading dims folded)',
+      ([x, w, b]) => linear(x, w, b),
+      ([x, w, b]) => tf.add(tf.reshape(tf.matMul(tf.reshape(x, [10, 8]), w, false, true), [2, 5, 6]), b),
+      () => [rand([2, 5, 8], 13), rand([6, 8], 14), rand([6], 15)],
+      [0, 1, 2],
+    ],
+    [
+      'attention, 3 heads, with a padding mask',
+      ([q, k, v, m]) => attention(q, k, v, m, 0.25, 3),
+      ([q, k, v, m]) => heads3(tf.matMul(tf.softmax(tf.add(tf.mul(tf.matMul(split3(q), split3(k), false, true), 0.25), m)), split3(v))),
+      () => [rand([2, 5, 12], 5), rand([2, 7, 12], 6), rand([2, 7, 12], 7), tf.reshape(tf.tensor([0, 0, 0, -1e9, -1e9, 0, 0, 0, 0, 0, 0, -1e9, 0, 0]), [2, 1, 1, 7])],
+      [0, 1, 2],
+    ],
+    [
+      'attention, 3 heads, no mask',
+      ([q, k, v]) => attention(q, k, v, null, 0.25, 3),
+      ([q, k, v]) => heads3(tf.matMul(tf.softmax(tf.mul(tf.matMul(split3(q), split3(k), false, true), 0.25)), split3(v))),
+      () => [rand([2, 5, 12], 5), rand([2, 7, 12], 6), rand([2, 7, 12], 7)],
       [0, 1, 2],
     ],
     [

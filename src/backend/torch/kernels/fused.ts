@@ -5,16 +5,21 @@
  * attention probabilities, the log-probabilities) so TF.js owns their lifetime like any saved tensor.
  */
 import * as tf from '@tensorflow/tfjs';
+import { addon } from '../addon';
 import { aten, Handle } from '../aten';
 import { kernel } from '../registry';
-import { code, lowp, scoped, toDtype } from './util';
+import { code, lowp, reshape, scoped, toDtype } from './util';
 
 const nativeLayerNorm = aten('native_layer_norm');
+const addTensor = aten('add.Tensor');
 const nativeLayerNormBackward = aten('native_layer_norm_backward');
-kernel('TorchLayerNorm', ({ x, gamma, beta }, b, { eps }) => {
+// With a `residual`, of x + residual, and the sum is returned too (the backward's input).
+kernel('TorchLayerNorm', ({ x, residual, gamma, beta }, b, { eps }) => {
   const normalized = [x.shape[x.shape.length - 1]];
-  const [y, mean, rstd] = nativeLayerNorm(b.h(x), normalized, b.h(gamma), b.h(beta), eps) as Handle[];
-  return [b.out(y, 'float32'), b.out(mean, 'float32'), b.out(rstd, 'float32')];
+  const sum = residual ? addTensor(b.h(x), b.h(residual), 1) as Handle : b.h(x);
+  const [y, mean, rstd] = nativeLayerNorm(sum, normalized, b.h(gamma), b.h(beta), eps) as Handle[];
+  const outs = [b.out(y, 'float32'), b.out(mean, 'float32'), b.out(rstd, 'float32')];
+  return residual ? [...outs, b.out(sum, 'float32')] : outs;
 });
 kernel('TorchLayerNormGrad', ({ dy, x, gamma, beta, mean, rstd }, b) => {
   const normalized = [x.shape[x.shape.length - 1]];
@@ -41,10 +46,13 @@ const addmm = aten('addmm');
 const mm = aten('mm');
 const transpose = aten('transpose.int');
 const sumDims = aten('sum.dim_IntList');
+const view = aten('view');
 kernel('TorchLinear', ({ x, weight, bias }, b) =>
   scoped((tmp) => {
     const xl = lowp(x, b, tmp);
-    const y = b.out(addmm(lowp(bias, b, tmp), xl, tmp(transpose(lowp(weight, b, tmp), 0, 1))), 'float32');
+    const x2 = x.shape.length === 2 ? xl : tmp(reshape(xl, [-1, x.shape[x.shape.length - 1]]));
+    const y2 = addmm(lowp(bias, b, tmp), x2, tmp(transpose(lowp(weight, b, tmp), 0, 1)));
+    const y = b.out(x.shape.length === 2 ? y2 : view(tmp(y2), [...x.shape.slice(0, -1), weight.shape[0]]), 'float32');
     if (!b.autocast || b.isBf16(x)) return [y];
     // xl is a temporary of this scope: hand TF.js its own handle on the same tensor.
     return [y, b.out(aten('alias')(xl), 'float32')];
@@ -52,26 +60,29 @@ kernel('TorchLinear', ({ x, weight, bias }, b) =>
 );
 // dx = dy·W, dW = dyᵀ·x, db = Σ dy over rows; under autocast the products run in bf16, dx stays bf16 and the
 // parameters' gradients dW, db come back in float32.
-kernel('TorchLinearGrad', ({ dy, x, weight }, b) =>
+// `shape`: x's shape (leading dimensions folded into rows here, unfolded for dx).
+kernel('TorchLinearGrad', ({ dy, x, weight }, b, { shape }) =>
   scoped((tmp) => {
-    const g = lowp(dy, b, tmp);
-    const dx = b.out(mm(g, lowp(weight, b, tmp)), 'float32');
-    const dwLowp = mm(tmp(transpose(g, 0, 1)), lowp(x, b, tmp));
+    const rows = (h: Handle, width: number) => (shape.length === 2 ? h : tmp(reshape(h, [-1, width])));
+    const out = weight.shape[0];
+    const g = rows(lowp(dy, b, tmp), out);
+    const dx2 = mm(g, lowp(weight, b, tmp));
+    const dx = b.out(shape.length === 2 ? dx2 : view(tmp(dx2), shape), 'float32');
+    const dwLowp = mm(tmp(transpose(g, 0, 1)), rows(lowp(x, b, tmp), weight.shape[1]));
     const dw = b.out(b.autocast ? toDtype(tmp(dwLowp), code('float32')) : dwLowp, 'float32');
-    const db = b.out(sumDims(b.h(dy), [0], false, code('float32')), 'float32');
+    const db = b.out(sumDims(rows(b.h(dy), out), [0], false, code('float32')), 'float32');
     return [dx, dw, db];
   }),
 );
 
-// Attention: out = softmax(q·kᵀ·scale + mask)·v, for q [B, H, Lq, D], k/v [B, H, Lk, D] and an optional
-// additive mask broadcasting to [B, H, Lq, Lk]. On CUDA with libtorch ≥ 2.0 it is a fused kernel with its own
+// Attention: out = softmax(q·kᵀ·scale + mask)·v per head, for q [B, Lq, H·D], k/v [B, Lk, H·D] (split into
+// heads here, as views) and an optional additive mask broadcasting to [B, H, Lq, Lk]; out is [B, Lq, H·D]. On CUDA with libtorch ≥ 2.0 it is a fused kernel with its own
 // backward, as F.scaled_dot_product_attention picks: flash attention for an unmasked bf16 input, else the
 // memory-efficient kernel (with the mask as its bias); both keep the log-sum-exp instead of the [Lq, Lk]
 // probabilities. Elsewhere (CPU, Debian's libtorch 1.13) the probabilities are computed and kept. The
 // forward returns [out, saved]: the log-sum-exp (fused) or the probabilities.
 const matmul = aten('matmul');
 const mulScalar = aten('mul.Scalar');
-const addTensor = aten('add.Tensor');
 const softmax = aten('_softmax');
 const softmaxBackward = aten('_softmax_backward_data');
 const sumToSize = aten('sum_to_size');
@@ -85,6 +96,16 @@ const expand = aten('expand');
 const emptyT = aten('empty.memory_format');
 const contiguous = aten('contiguous');
 const randn = aten('randn');
+const permute = aten('permute');
+
+/** [B, L, H·D] → [B, H, L, D], a view. */
+const splitHeads = (h: Handle, info: tf.TensorInfo, heads: number, tmp: Tmp): Handle =>
+  tmp(permute(tmp(view(h, [info.shape[0], info.shape[1], heads, info.shape[2] / heads])), [0, 2, 1, 3]));
+/** [B, H, L, D] → [B, L, H·D] (a view when the memory is [B, L, H, D] already, as the fused kernels write it). */
+const mergeHeads = (h: Handle, tmp: Tmp): Handle => {
+  const [, bsz, heads, len, d] = addon().meta(h);
+  return reshape(tmp(permute(h, [0, 2, 1, 3])), [bsz, len, heads * d]);
+};
 
 type Backend = Parameters<typeof lowp>[1];
 type Tmp = (h: Handle) => Handle;
@@ -102,11 +123,11 @@ function unavailable(which: string, e: unknown): void {
  * The additive mask as the fused kernel takes it: q's type, expanded to [B, H, Lq, Lk], and rows whose
  * length is not a multiple of 16 padded in memory (then sliced back), as PyTorch's preprocess_mask does.
  */
-function sdpaBias(mask: Handle, q: tf.TensorInfo, k: tf.TensorInfo, dtypeCode: number, tmp: Tmp): Handle {
-  const lk = k.shape[k.shape.length - 2];
+function sdpaBias(mask: Handle, shape: number[], dtypeCode: number, tmp: Tmp): Handle {
+  const lk = shape[3];
   let m = tmp(toDtype(mask, dtypeCode));
   if (lk % 16 !== 0) m = tmp(sliceT(tmp(padNd(m, [0, 16 - (lk % 16)], 0)), -1, 0, lk, 1));
-  return tmp(expand(m, [q.shape[0], q.shape[1], q.shape[2], lk], false));
+  return tmp(expand(m, shape, false));
 }
 
 // Flash attention's forward and backward ([out, logsumexp] and [dq, dk, dv]); philox tensors are unused
@@ -140,24 +161,26 @@ function flashWorks(b: Backend, d: number): boolean {
 }
 
 /** Flash runs for an unmasked bf16 input (autocast); the memory-efficient kernel for the rest. */
-const useFlash = (b: Backend, mask: tf.TensorInfo | undefined, q: tf.TensorInfo): boolean =>
-  !mask && b.autocast && flashWorks(b, q.shape[q.shape.length - 1]);
+const useFlash = (b: Backend, mask: tf.TensorInfo | undefined, headDim: number): boolean =>
+  !mask && b.autocast && flashWorks(b, headDim);
 
-kernel('TorchAttention', ({ q, k, v, mask }, b, { scale }) =>
+kernel('TorchAttention', ({ q, k, v, mask }, b, { scale, heads }) =>
   scoped((tmp) => {
-    const [qh, kh, vh] = [q, k, v].map((t) => lowp(t, b, tmp));
-    if (b.device === 'cuda' && useFlash(b, mask, q)) {
+    const [qh, kh, vh] = [q, k, v].map((t) => splitHeads(lowp(t, b, tmp), t, heads, tmp));
+    const lq = q.shape[1];
+    const lk = k.shape[1];
+    if (b.device === 'cuda' && useFlash(b, mask, q.shape[2] / heads)) {
       const [out, lse] = flash(qh, kh, vh, scale, tmp);
-      return [b.out(out, 'float32'), b.out(lse, 'float32')];
+      return [b.out(mergeHeads(tmp(out), tmp), 'float32'), b.out(lse, 'float32')];
     }
     if (b.device === 'cuda' && works.efficient !== false) {
       try {
-        const bias = mask ? sdpaBias(b.h(mask), q, k, code(b.autocast ? 'bfloat16' : 'float32'), tmp) : null;
+        const bias = mask ? sdpaBias(b.h(mask), [q.shape[0], heads, lq, lk], code(b.autocast ? 'bfloat16' : 'float32'), tmp) : null;
         const [out, lse, seed, offset] = efficientForward(qh, kh, vh, bias, true, 0, false, scale) as Handle[];
         tmp(seed);
         tmp(offset);
         works.efficient = true;
-        return [b.out(out, 'float32'), b.out(lse, 'float32')];
+        return [b.out(mergeHeads(tmp(out), tmp), 'float32'), b.out(lse, 'float32')];
       } catch (e) {
         // libtorch < 2.0 has no such operator; a shape the kernel refuses takes the composite path below.
         if (works.efficient === null) {
@@ -172,26 +195,27 @@ kernel('TorchAttention', ({ q, k, v, mask }, b, { scale }) =>
     else if (b.autocast) scores = tmp(toDtype(scores, code('float32')));
     const probs = softmax(scores, -1, false);
     const pv = b.autocast ? tmp(toDtype(probs, code('bfloat16'))) : probs;
-    return [b.out(matmul(pv, vh), 'float32'), b.out(probs, 'float32')];
+    return [b.out(mergeHeads(tmp(matmul(pv, vh)), tmp), 'float32'), b.out(probs, 'float32')];
   }),
 );
 // `saved` is what the forward returned beside `out`: the log-sum-exp [B, H, Lq'] (fused) or the float32
 // probabilities [B, H, Lq, Lk]. Returns [dq, dk, dv], and the mask's gradient when there is a mask.
-kernel('TorchAttentionGrad', ({ dy, q, k, v, mask, out, saved }, b, { scale }) =>
+kernel('TorchAttentionGrad', ({ dy, q, k, v, mask, out, saved }, b, { scale, heads }) =>
   scoped((tmp) => {
-    const [g, qh, kh, vh] = [dy, q, k, v].map((t) => lowp(t, b, tmp));
+    const [g, qh, kh, vh, oh] = [dy, q, k, v, out].map((t) => splitHeads(lowp(t, b, tmp), t, heads, tmp));
+    const merged = (h: Handle) => b.out(mergeHeads(tmp(h), tmp), 'float32');
     const maskGrad = (h: Handle | null) => (mask ? [b.out(h ?? aten('zeros')(mask.shape, code('float32'), null, b.device), 'float32')] : []);
-    if (saved.shape.length === q.shape.length - 1) {
-      if (useFlash(b, mask, q)) {
-        const [dq, dk, dv] = flashGrad(g, qh, kh, vh, b.h(out), b.h(saved), q.shape[2], k.shape[2], scale, b, tmp);
-        return [b.out(dq, 'float32'), b.out(dk, 'float32'), b.out(dv, 'float32')];
+    if (saved.shape.length === 3) { // the fused kernels' log-sum-exp [B, H, Lq']
+      if (useFlash(b, mask, q.shape[2] / heads)) {
+        const [dq, dk, dv] = flashGrad(g, qh, kh, vh, oh, b.h(saved), q.shape[1], k.shape[1], scale, b, tmp);
+        return [merged(dq), merged(dk), merged(dv)];
       }
-      const bias = mask ? sdpaBias(b.h(mask), q, k, code(b.autocast ? 'bfloat16' : 'float32'), tmp) : null;
+      const bias = mask ? sdpaBias(b.h(mask), [q.shape[0], heads, q.shape[1], k.shape[1]], code(b.autocast ? 'bfloat16' : 'float32'), tmp) : null;
       const none = tmp(emptyT([0], code('int64'), null, null, null, null)); // philox seed/offset: no dropout
-      const [dq, dk, dv, dbias] = efficientBackward(tmp(contiguous(g, 0)), qh, kh, vh, bias, b.h(out), b.h(saved), none, none, 0, [true, true, true, false], false, scale) as (Handle | null)[];
+      const [dq, dk, dv, dbias] = efficientBackward(tmp(contiguous(g, 0)), qh, kh, vh, bias, oh, b.h(saved), none, none, 0, [true, true, true, false], false, scale) as (Handle | null)[];
       if (dbias) tmp(dbias);
       // the mask is a constant (padding): its gradient is zeros
-      return [b.out(dq!, 'float32'), b.out(dk!, 'float32'), b.out(dv!, 'float32'), ...maskGrad(null)];
+      return [merged(dq!), merged(dk!), merged(dv!), ...maskGrad(null)];
     }
     const p = b.h(saved); // float32 probabilities
     const pl = b.autocast ? tmp(toDtype(p, code('bfloat16'))) : p;
@@ -201,7 +225,7 @@ kernel('TorchAttentionGrad', ({ dy, q, k, v, mask, out, saved }, b, { scale }) =
     const ds = b.autocast ? tmp(toDtype(dscores, code('bfloat16'))) : dscores;
     const dq = mulScalar(tmp(matmul(ds, kh)), scale);
     const dk = mulScalar(tmp(matmul(tmp(transpose(ds, -1, -2)), qh)), scale);
-    return [b.out(dq, 'float32'), b.out(dk, 'float32'), b.out(dv, 'float32'), ...maskGrad(mask ? sumToSize(dscores, mask.shape) : null)];
+    return [merged(dq), merged(dk), merged(dv), ...maskGrad(mask ? sumToSize(dscores, mask.shape) : null)];
   }),
 );
 

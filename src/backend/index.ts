@@ -155,7 +155,9 @@ export function setBf16Autocast(on: boolean): void {
     if (on) throw new UserError(`train.bf16 needs the torch backend (the active backend is ${active}); use --backend torch or set train.bf16: false`);
     return;
   }
-  (tf.backend() as unknown as { autocast: boolean }).autocast = on;
+  const torch = tf.backend() as unknown as { autocast: boolean; clearParamCasts(): void };
+  torch.autocast = on;
+  if (!on) torch.clearParamCasts();
 }
 
 /**

@@ -41,6 +41,12 @@ export class TorchBackend extends tf.KernelBackend {
   autocast = false;
   /** While a kernel outside BF16_KERNELS runs under autocast: float32 copies of its bf16 inputs, freed after. */
   private castTemps: Handle[] | null = null;
+  /**
+   * bf16 copies of parameters (linear weights and biases) under autocast, made once per optimizer step as
+   * torch.autocast caches its weight casts, instead of once per use (forward of each encoder call, backward).
+   * Cleared when the parameters change in place (optimizer) and when autocast ends.
+   */
+  private readonly paramCasts = new Map<DataId, Handle>();
   private readonly codes = addon().dtypeCodes;
   private readonly dtypeOfCode = new Map<number, string>(Object.entries(addon().dtypeCodes).map(([k, v]) => [v, k]));
 
@@ -95,6 +101,11 @@ export class TorchBackend extends tf.KernelBackend {
     d.refCount--;
     if (!force && d.refCount > 0) return false;
     if (d.handle) addon().free(d.handle);
+    const cast = this.paramCasts.get(dataId);
+    if (cast !== undefined) {
+      addon().free(cast);
+      this.paramCasts.delete(dataId);
+    }
     this.data.delete(dataId);
     return true;
   }
@@ -164,6 +175,24 @@ export class TorchBackend extends tf.KernelBackend {
       return copy;
     }
     return d.handle;
+  }
+
+  /** `info` (a parameter) in bf16, cast once until clearParamCasts(). */
+  paramLowp(info: tf.TensorInfo): Handle {
+    const d = this.data.get(info.dataId);
+    if (d.bf16) return d.handle;
+    let h = this.paramCasts.get(info.dataId);
+    if (h === undefined) {
+      h = toType(d.handle, this.codes.bfloat16) as Handle;
+      this.paramCasts.set(info.dataId, h);
+    }
+    return h;
+  }
+
+  /** Drops the cached bf16 parameter copies (their parameters changed, or autocast ended). */
+  clearParamCasts(): void {
+    for (const h of this.paramCasts.values()) addon().free(h);
+    this.paramCasts.clear();
   }
 
   /** True when `info` is a float32 tensor stored in bfloat16 (autocast). */

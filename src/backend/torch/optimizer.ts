@@ -24,6 +24,7 @@ export function adamwMany(groups: AdamWGroup[], step: number, hp: { beta1: numbe
   if (tf.getBackend() !== 'torch' || b.device !== 'cuda' || works === false) return false;
   const all = groups.flatMap((g) => g.items);
   if (!all.every((it) => b.exclusive(it.param) && b.exclusive(it.m) && b.exclusive(it.v))) return false;
+  b.clearParamCasts(); // the parameters change
   try {
     scoped((tmp) => {
       const stepT = tmp(full([], step, code('float32'), null, b.device));

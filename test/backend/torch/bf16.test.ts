@@ -35,7 +35,7 @@ function batchOf(rows: number, length: number, seed: number) {
 }
 
 /** The unified loss over 20 steps of AdamW on fixed batches, from the same initial weights. */
-function losses(bf16: boolean): number[] {
+function losses(bf16: boolean, handles: number[] = []): number[] {
   const model = initModel(config, { seed: 3, heads: true, colbertDim: 32 });
   const opt = createAdamW({ lr: 2e-4, weightDecay: 0.01 });
   const out: number[] = [];
@@ -47,7 +47,8 @@ function losses(bf16: boolean): number[] {
       out.push(r.loss.dataSync()[0]);
       const { grads } = clipGradNorm(r.grads, 1);
       adamwStep(opt, model.params as Map<string, tf.Variable>, grads, 2e-4);
-      tf.dispose([r.loss, ...r.grads.values(), ...Object.values(r.parts)]);
+      tf.dispose([r.loss, ...r.grads.values(), ...Object.values(r.parts), ...(grads !== r.grads ? grads.values() : [])]);
+      handles.push(addon().liveHandles());
     }
   } finally {
     setBf16Autocast(false);
@@ -102,7 +103,9 @@ describeTorch('bf16 autocast on torch', () => {
   test('20 unified steps (self-distillation) in bf16 stay within 2% of float32', async () => {
     await tf.setBackend('torch');
     const fp32 = losses(false);
-    const bf16 = losses(true);
+    const handles: number[] = [];
+    const bf16 = losses(true, handles);
+    expect(handles[19]).toBe(handles[1]); // cached bf16 parameter copies are replaced, not accumulated
     expect(fp32[19]).toBeLessThan(fp32[0]); // it learns, so the comparison covers moving weights
     for (let i = 0; i < 20; i++) expect(Math.abs(bf16[i] - fp32[i])).toBeLessThanOrEqual(0.02 * Math.abs(fp32[i]));
     expect(bf16.some((v, i) => v !== fp32[i])).toBe(true); // bf16 really ran

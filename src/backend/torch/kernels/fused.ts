@@ -8,7 +8,7 @@ import * as tf from '@tensorflow/tfjs';
 import { addon } from '../addon';
 import { aten, Handle } from '../aten';
 import { kernel } from '../registry';
-import { code, lowp, reshape, scoped, toDtype } from './util';
+import { code, lowp, paramLowp, reshape, scoped, toDtype } from './util';
 
 const nativeLayerNorm = aten('native_layer_norm');
 const addTensor = aten('add.Tensor');
@@ -51,7 +51,7 @@ kernel('TorchLinear', ({ x, weight, bias }, b) =>
   scoped((tmp) => {
     const xl = lowp(x, b, tmp);
     const x2 = x.shape.length === 2 ? xl : tmp(reshape(xl, [-1, x.shape[x.shape.length - 1]]));
-    const y2 = addmm(lowp(bias, b, tmp), x2, tmp(transpose(lowp(weight, b, tmp), 0, 1)));
+    const y2 = addmm(paramLowp(bias, b), x2, tmp(transpose(paramLowp(weight, b), 0, 1)));
     const y = b.out(x.shape.length === 2 ? y2 : view(tmp(y2), [...x.shape.slice(0, -1), weight.shape[0]]), 'float32');
     if (!b.autocast || b.isBf16(x)) return [y];
     // xl is a temporary of this scope: hand TF.js its own handle on the same tensor.
@@ -66,7 +66,7 @@ kernel('TorchLinearGrad', ({ dy, x, weight }, b, { shape }) =>
     const rows = (h: Handle, width: number) => (shape.length === 2 ? h : tmp(reshape(h, [-1, width])));
     const out = weight.shape[0];
     const g = rows(lowp(dy, b, tmp), out);
-    const dx2 = mm(g, lowp(weight, b, tmp));
+    const dx2 = mm(g, paramLowp(weight, b));
     const dx = b.out(shape.length === 2 ? dx2 : view(tmp(dx2), shape), 'float32');
     const dwLowp = mm(tmp(transpose(g, 0, 1)), rows(lowp(x, b, tmp), weight.shape[1]));
     const dw = b.out(b.autocast ? toDtype(tmp(dwLowp), code('float32')) : dwLowp, 'float32');
@@ -316,6 +316,7 @@ const divOut = aten('div.out');
 const sqrtOut = aten('sqrt.out');
 const clone = aten('clone');
 kernel('TorchAdamW', ({ param, m, v, grad }, b, { beta1, beta2, lr, eps, decay, bc1, bc2Sqrt }) => {
+  b.clearParamCasts(); // the parameters change
   const own = (x: tf.TensorInfo): tf.TensorInfo => {
     if (b.exclusive(x)) {
       b.incRef(x.dataId);

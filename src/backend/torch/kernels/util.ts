@@ -46,6 +46,11 @@ export function lowp(info: tf.TensorInfo, b: TorchBackend, tmp: (h: Handle) => H
   return b.autocast && info.dtype === 'float32' && !b.isBf16(info) ? tmp(toDtype(h, code('bfloat16'))) : h;
 }
 
+/** A parameter (weight, bias) as the matmul family takes it: under autocast its cached bf16 copy. */
+export function paramLowp(info: tf.TensorInfo, b: TorchBackend): Handle {
+  return b.autocast && info.dtype === 'float32' ? b.paramLowp(info) : b.h(info);
+}
+
 /** c10::ScalarType code for a TF.js dtype. */
 export function code(dtype: tf.DataType | 'int64' | 'float64' | 'bfloat16'): number {
   const c = (addon().dtypeCodes as Record<string, number>)[dtype];

@@ -83,7 +83,10 @@ async function timeSteps(shape: Shape, steps: number, cuda: boolean): Promise<Re
   let tensorsStart = 0;
   let loss = NaN;
   for (let i = 0; i <= steps; i++) {
-    if (i === 1) tensorsStart = tf.memory().numTensors;
+    if (i === 1) {
+      tensorsStart = tf.memory().numTensors;
+      if (process.env.M3_TORCH_PROFILE) (require('../src/backend/torch/registry') as { resetKernelProfile(): void }).resetKernelProfile(); // steady state only
+    }
     const t0 = performance.now();
     const r = m3Step(model, batch, { loss: { temperature: 0.02, groupSize: shape.group, unified: true, selfDistill: true, specialTokenIds: [0, 1, 2, 3] }, subBatchSize: shape.subBatch ?? 0 });
     const t1 = performance.now();

@@ -10,7 +10,8 @@
 #   bge_m3_gpu   the headline: bench point bge-m3-gpu, bf16, next to PyTorch (tokens/s and peak memory ratios)
 #   bench_small_bf16, bench_small_fp32   bench-small next to PyTorch
 #   long_bucket  1 query x group 2, 8192-token passages, sub-batch 1, bf16: does one step fit
-#   profile      bench-small's per-kernel host time (M3_TORCH_PROFILE=1); overhead: one op's host cost
+#   profile      bge-m3-gpu's per-kernel host time (M3_TORCH_PROFILE=1), profile_sync its per-kernel GPU time
+#                (M3_TORCH_PROFILE=sync), after the warm-up step; overhead: one op's host cost
 #   nccl         a world-size-1 NCCL process group: all_reduce, all_gather, broadcast, barrier, averaging
 #   conformance  the TF.js conformance specs on the torch backend on the device (--budget)
 #   golden_wasm  the golden cases on wasm, for reference
@@ -395,7 +396,8 @@ section bge_m3_gpu 170 bench.log "${BENCH[@]}" train --device "$DEV" --bf16 --mo
 section bench_small_bf16 60 bench.log "${BENCH[@]}" train --device "$DEV" --backend torch --bf16 --json "${SMALL[@]}"
 section long_bucket 100 bench.log "${BENCH[@]}" train --device "$DEV" --bf16 --model long-bucket --json "${LONG[@]}"
 # where a step's host time goes: per-kernel wall time (on CUDA: the time to queue it) and the cost of one op
-section profile 60 bench.log env M3_TORCH_PROFILE=1 "${BENCH[@]}" train --child --backend torch --device "$DEV" --bf16 --model bench-small "${SMALL[@]}"
+section profile 60 bench.log env M3_TORCH_PROFILE=1 "${BENCH[@]}" train --child --backend torch --device "$DEV" --bf16 --model bge-m3-gpu "${GPU[@]}"
+section profile_sync 90 bench.log env M3_TORCH_PROFILE=sync "${BENCH[@]}" train --child --backend torch --device "$DEV" --bf16 --model bge-m3-gpu "${GPU[@]}"
 section overhead 60 bench.log "${BENCH[@]}" overhead --device "$DEV" --json
 section nccl 45 nccl.log env NCCL_DEBUG=INFO "${BENCH[@]}" nccl --device "$DEV" --json
 section conformance $(( CONF_BUDGET + 30 )) conformance.log "${CONF[@]}" --device "$DEV" --budget "$CONF_BUDGET"

@@ -6,6 +6,7 @@
  * assert a training step never takes one.
  */
 import * as tf from '@tensorflow/tfjs';
+import { addon } from './addon';
 import type { TorchBackend } from './backend';
 
 export const BACKEND_NAME = 'torch';
@@ -104,9 +105,16 @@ export function runOnCpu(kernelName: string, inputs: tf.NamedTensorInfoMap, back
   }
 }
 
-// M3_TORCH_PROFILE=1: time every torch kernel (wall time; kernels run synchronously on the CPU) and
-// print the totals on stderr at exit, to see where a step spends its time.
+// M3_TORCH_PROFILE=1: time every torch kernel (wall time; kernels run synchronously on the CPU; on CUDA this
+// is the time to queue it) and print the totals on stderr at exit, to see where a step spends its time.
+// M3_TORCH_PROFILE=sync also waits for the device around each kernel: on CUDA, its GPU time too.
 const profile = process.env.M3_TORCH_PROFILE ? new Map<string, { calls: number; ms: number }>() : null;
+const syncEach = process.env.M3_TORCH_PROFILE === 'sync';
+
+/** Restarts the kernel profile (e.g. after a warm-up step). */
+export function resetKernelProfile(): void {
+  profile?.clear();
+}
 if (profile) {
   process.on('exit', () => {
     const rows = [...profile].sort((a, b) => b[1].ms - a[1].ms);
@@ -121,10 +129,13 @@ if (profile) {
 function profiled(kernelName: string, fn: tf.KernelFunc): tf.KernelFunc {
   if (!profile) return fn;
   return (args) => {
+    const cuda = syncEach && (args.backend as TorchBackend).device === 'cuda';
+    if (cuda) addon().cudaSynchronize();
     const start = process.hrtime.bigint();
     try {
       return fn(args);
     } finally {
+      if (cuda) addon().cudaSynchronize();
       const r = profile.get(kernelName) ?? { calls: 0, ms: 0 };
       r.calls++;
       r.ms += Number(process.hrtime.bigint() - start) / 1e6;

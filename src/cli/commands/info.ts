@@ -19,7 +19,10 @@ export const infoCommand: CommandModule<object, InfoArgs> = {
     const backends = await probeAll(device);
     const selected = await useBackend(args.backend ?? process.env.M3_BACKEND ?? 'auto', device);
     const support = distributedSupport();
-    const distributed = { available: support.gloo, gloo: support.gloo, nccl: support.nccl, ...(support.reason ? { reason: support.reason } : {}) };
+    // on a GPU the collectives are NCCL's; on the CPU, Gloo's
+    const available = device === 'cuda' ? support.nccl : support.gloo;
+    const reason = available ? undefined : device === 'cuda' && !support.nccl ? 'the torch addon was built without NCCL (a CUDA libtorch and nccl.h are needed)' : support.reason;
+    const distributed = { available, gloo: support.gloo, nccl: support.nccl, ...(reason ? { reason } : {}) };
     if (args.json) return printJson({ backends, selected, tfjs: tf.version.tfjs, distributed });
     for (const b of BACKENDS) {
       const s = backends[b];
@@ -27,6 +30,6 @@ export const infoCommand: CommandModule<object, InfoArgs> = {
       process.stdout.write(`${mark} ${b.padEnd(11)} ${s.available ? 'available' : 'unavailable'}${s.experimental ? ' (experimental)' : ''}${s.reason ? ` — ${s.reason}` : ''}\n`);
     }
     const engines = [support.gloo && 'Gloo (CPU)', support.nccl && 'NCCL (CUDA)'].filter(Boolean).join(', ');
-    process.stdout.write(`data parallel: ${support.gloo ? `available — c10d ${engines} on the torch backend` : `unavailable — ${support.reason}`}\n`);
+    process.stdout.write(`data parallel: ${available ? `available — c10d ${engines} on the torch backend` : `unavailable — ${reason}`}\n`);
   }),
 };

@@ -9,6 +9,7 @@
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { UserError } from '../util/errors';
+import { registerGradients } from './gradients';
 import { setFusedOps } from './ops';
 import { patchWasmKernels } from './wasm-fixes';
 
@@ -25,6 +26,7 @@ export interface BackendStatus {
 
 // Silence TF.js's "install tfjs-node" banner and other notices: stdout must carry only results.
 tf.env().set('PROD', true);
+registerGradients();
 
 const loaders: Record<BackendName, (device: Device) => Promise<string | null>> = {
   async torch(device) {

@@ -4,11 +4,13 @@
  * checkpoint and final-model sizes, the disk `save_total_limit` checkpoints need, tokens per step.
  *
  * The activation model is fitted to what the torch backend holds at the peak of a training step (libtorch's
- * large blocks, measured with the addon's allocator statistics over 12 shapes: d 128–512, 2–6 layers, vocab
- * 8k–60k, 2k–8.7k tokens; every shape within 13 %), in floats:
- *   per encoder pass   T·layers·(3·d + 11.9·ffn [+ 24.6·d with hidden dropout]) + 1.43·heads·layers·Σ rows·len²
- *   per step           + 3.5·vocab·d (the embedding gradients of the passes) + 14·T·d (unified heads)
- *   RetroMAE           + the one-layer decoder as another pass + 3.5·T·vocab (the two MLM output layers)
+ * large blocks, measured with the addon's allocator statistics over 8 shapes: d 128–512, 2–6 layers, vocab
+ * 8k–60k, 1.2k–8.5k tokens, every one within 3 %; and the bge-m3 shape), in floats. The fused ops free what
+ * they saved as the backward pass goes, so a step peaks either at the end of the forward pass (activations)
+ * or at its end (the embedding gradients of the passes), whichever holds more:
+ *   per encoder pass   T·layers·(4.05·d + 2.57·ffn [+ 24.6·d with hidden dropout]) + 1.73·heads·layers·Σ rows·len²
+ *   per step           max(passes + 17.6·T·d (unified heads), 4.2·vocab·d)
+ *   RetroMAE           + the one-layer decoder as another pass + 3.5·vocab·d + 3.5·T·vocab (the MLM output layers)
  * The process's peak RSS adds the runtime (≈ 380 MB: Node, TF.js, libtorch) and, while the final model and
  * checkpoints are written, a host copy of the weights (the model export) and a couple of tensors in flight
  * (checkpoints stream tensor by tensor) on top of the step's peak, which libtorch's caching allocator keeps
@@ -74,8 +76,9 @@ export interface Plan {
 /** Floats of activations (and gradients) one training step of this batch shape holds at its peak. */
 function activationFloats(i: PlanInput, s: BatchShape): number {
   const { vocab: V, hidden: d, layers, heads, ffn, hiddenDropout } = i.model;
-  const perToken = 3 * d + 11.9 * ffn + (hiddenDropout ? 24.6 * d : 0);
-  const pass = (rows: number, len: number, l = layers) => rows * len * l * perToken + 1.43 * heads * l * rows * len * len;
+  const perToken = 4.05 * d + 2.57 * ffn + (hiddenDropout ? 24.6 * d : 0);
+  const pass = (rows: number, len: number, l = layers) => rows * len * l * perToken + 1.73 * heads * l * rows * len * len;
+  const embeddingGrads = 4.2 * V * d;
   if (i.kind === 'retromae') {
     const t = s.batchSize * s.passageLength;
     return pass(s.batchSize, s.passageLength) + pass(s.batchSize, s.passageLength, 1) + 3.5 * V * d + 3.5 * t * V;
@@ -83,14 +86,14 @@ function activationFloats(i: PlanInput, s: BatchShape): number {
   const q = s.batchSize;
   const p = s.batchSize * s.groupSize;
   const tokens = q * s.queryLength + p * s.passageLength;
-  const heads3 = i.unified ? 14 * tokens * d : 0;
+  const heads3 = i.unified ? 17.6 * tokens * d : 0;
   if (i.subBatchSize > 0 && i.subBatchSize < p) {
     // GradCache: one sub-batch under a tape at a time, plus every row's cached representation and its gradient
     const sub = Math.min(i.subBatchSize, q);
     const chunk = Math.max(pass(sub, s.queryLength), pass(Math.min(i.subBatchSize, p), s.passageLength));
-    return chunk + 3 * tokens * d + 3.5 * V * d + heads3;
+    return Math.max(chunk + 3 * tokens * d + heads3, embeddingGrads);
   }
-  return pass(q, s.queryLength) + pass(p, s.passageLength) + 3.5 * V * d + heads3;
+  return Math.max(pass(q, s.queryLength) + pass(p, s.passageLength) + heads3, embeddingGrads);
 }
 
 function tokensOf(i: PlanInput, s: BatchShape): number {

@@ -4,8 +4,8 @@
  * links to this machine's tools minus node, npm, npx and corepack. There: `./m3 info`, `./m3 encode`, the
  * golden cases on wasm and, where libtorch is installed, `./build-addon.sh` (with no `make` on PATH, so
  * through native/build.js's direct g++ path), the golden cases on torch, and the bundle's own node-gyp
- * configuring the addon. Node.js comes from npm's cache (--offline): CI fetches it at install time
- * (`npm run bundle:device -- --fetch`), so this test needs no network.
+ * configuring the addon. Node.js comes from npm's cache when it is there (CI fetches it at install time with
+ * `npm run bundle:device -- --fetch`), else from the npm registry, once per machine.
  */
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
@@ -47,7 +47,7 @@ function inBundle(cmd: string, args: string[] = [], timeoutMs = 300_000) {
 const goldenCases = fs.readdirSync(sharedDir('golden')).filter((d) => fs.existsSync(sharedDir('golden', d, 'case.json')));
 
 beforeAll(() => {
-  const r = bundleDevice([built, '--offline']);
+  const r = bundleDevice([built]);
   if (r.status !== 0) throw new Error(`bundle:device failed: ${r.stderr.trim()}`);
   expect(r.stdout).toMatch(/^device bundle: .* \([\d.]+ MiB on disk; Node\.js 20\.\d+\.\d+, \d+ golden cases\) in \d+ s\n$/);
   fs.mkdirSync(path.dirname(bundle));

@@ -115,15 +115,20 @@ export function disposeModel(m: M3Model): void {
   m.params.clear();
 }
 
+/** Draws a weight tensor ~ N(0, std²) of `shape` (initModel's default: TF.js's seeded randomNormal). */
+export type NormalSampler = (shape: number[], std: number) => tf.Tensor;
+
 /**
  * A freshly initialised model (training from scratch): weights ~ N(0, initializer_range), biases 0,
- * LayerNorm 1/0, as HF's `_init_weights`; heads sized hidden → colbertDim and hidden → 1.
+ * LayerNorm 1/0, as HF's `_init_weights`; heads sized hidden → colbertDim and hidden → 1. `sample` replaces
+ * the weights' sampler (benchmarks draw faster, from a table).
  */
-export function initModel(config: EncoderConfig, opts: { seed: number; heads?: boolean; colbertDim?: number; tokenizer?: Tokenizer | null }): M3Model {
+export function initModel(config: EncoderConfig, opts: { seed: number; heads?: boolean; colbertDim?: number; tokenizer?: Tokenizer | null; sample?: NormalSampler }): M3Model {
   const std = Number(config.raw.initializer_range ?? 0.02);
   const d = config.hidden;
   let seed = opts.seed;
-  const normal = (shape: number[]) => ownedVariable(() => tf.randomNormal(shape, 0, std, 'float32', seed++));
+  const sample = opts.sample ?? ((shape: number[], s: number) => tf.randomNormal(shape, 0, s, 'float32', seed++));
+  const normal = (shape: number[]) => ownedVariable(() => sample(shape, std));
   const zeros = (n: number) => ownedVariable(() => tf.zeros([n]));
   const ones = (n: number) => ownedVariable(() => tf.ones([n]));
   const params: Params = new Map();

@@ -110,8 +110,9 @@ describeTorch('m3 plan and the guard rails around a run', () => {
   });
 
   test('a step that cannot allocate its tensors ends with one line naming the step and the checkpoint state', () => {
-    // a 4 GB address-space limit and a batch whose plan says ≈ 14 GB: libtorch's allocation fails in step 1
-    const cmd = `ulimit -v 4000000; exec "${process.execPath}" bin/m3.js train configs/demo/unified.yaml --set output_dir=${tmp}/oom --set train.max_steps=2 --set data.batch_size=200 --force`;
+    // a 6 GB address-space limit (headroom for V8 and thread arenas) and a batch whose plan says ≈ 14 GB:
+    // libtorch's allocation fails in step 1
+    const cmd = `ulimit -v 6000000; exec "${process.execPath}" bin/m3.js train configs/demo/unified.yaml --set output_dir=${tmp}/oom --set train.max_steps=2 --set data.batch_size=200 --force`;
     const r = spawnSync('bash', ['-c', cmd], { cwd: ROOT, env: { ...process.env, ...ENV, M3_FROM_SRC: '1', M3_PROGRESS: '0' }, encoding: 'utf8', timeout: 300_000 });
     expect(r.status).toBe(1);
     const lines = r.stderr.split('\n').filter((l) => l.startsWith('m3: '));

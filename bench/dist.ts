@@ -27,6 +27,7 @@ import { spawn, spawnSync } from 'child_process';
 import * as net from 'net';
 import * as path from 'path';
 import { loadAddon } from '../src/backend/torch/addon';
+import { pythons } from './python';
 
 export type Row = Record<string, unknown>;
 
@@ -87,7 +88,7 @@ export function median(xs: number[]): number {
 
 /** A python that has torch with gloo: $M3_PYTHON, Debian's /usr/bin/python3, then whatever python3 is on PATH. */
 export function torchPython(): string | undefined {
-  for (const py of [process.env.M3_PYTHON, '/usr/bin/python3', 'python3'].filter(Boolean) as string[]) {
+  for (const py of pythons()) {
     const r = spawnSync(py, ['-c', 'import torch.distributed as d; assert d.is_gloo_available()'], { stdio: 'ignore', timeout: 60_000 });
     if (r.status === 0) return py;
   }

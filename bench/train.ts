@@ -1,10 +1,18 @@
 /**
- * `npm run bench -- train`: one unified M3 training step of `bench-small` (XLM-R style, vocab 8000,
- * hidden 256, 4 layers, 4 heads, FFN 1024; 8 queries × group 4; query 32 / passage 128 tokens, all full
- * length; unified loss with self-distillation; AdamW) on each available backend, each in its own process
- * (so peak RSS is per backend), then the PyTorch baseline (../shared/reference/bench_torch.py, Debian's
- * python3-torch) in the same run, and the ratio. `--model bge-m3` times one step of a bge-m3-shaped model
- * (24 layers, hidden 1024, 16 heads, FFN 4096, vocab 250002; 1 query × group 2, 64 tokens).
+ * `npm run bench -- train`: one M3 training step of a model point on each available backend, each in its own
+ * process (so peak RSS is per backend), then the PyTorch baseline in the same run, and the ratio. All inputs
+ * full length; AdamW. The CPU points (`--model`):
+ *   bench-small  (default) XLM-R style, vocab 8000, hidden 256, 4 layers, 4 heads, FFN 1024; 8 queries ×
+ *                group 4, query 32 / passage 128 tokens; unified loss with self-distillation
+ *   demo-small   the batch and loss of the demo's pairs stage (configs/demo/pairs.yaml): 32 queries × 1
+ *                passage (in-batch negatives), 32 / 96 tokens, dense InfoNCE at τ 0.05, no M3 heads; on a
+ *                BERT of the demo's vocabulary (bert-base-uncased, 30,522), 2 layers, hidden 128 (half the
+ *                demo model's), 4 heads, FFN 512. Small models are where per-op overhead shows: target
+ *                ≤ 0.5× PyTorch's step time
+ *   bge-m3       24 layers, hidden 1024, 16 heads, FFN 4096, vocab 250002; 1 query × group 2, 64 tokens; unified
+ * PyTorch: ../shared/reference/bench_torch.py (Debian's python3-torch) for the unified points;
+ * bench/train_torch.py, the same step with the dense loss, for the dense-only ones (bench_torch.py's loss is
+ * fixed to unified).
  *
  * On a GPU (`--device cuda`, torch backend; `--bf16` for autocast): `--model bge-m3-gpu` is the XLM-R large
  * shape at 4 queries × group 8, 64-token queries and 512-token passages; rows add `peak_mem_mb` (the CUDA
@@ -21,10 +29,11 @@ import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import * as backendApi from '../src/backend';
 import { m3Step } from '../src/finetune/m3-step';
-import { parseConfig } from '../src/model/config';
+import { Family, parseConfig } from '../src/model/config';
 import { initModel } from '../src/model/m3';
 import { adamwStep, clipGradNorm, createAdamW } from '../src/train/adamw';
 import { fastSampler } from './fast-init';
+import { runPythonJson } from './python';
 
 export interface Shape {
   vocab: number; hidden: number; layers: number; heads: number; ff: number; batch: number; group: number; qlen: number; plen: number;
@@ -36,28 +45,41 @@ export interface Shape {
   fastInit?: boolean;
   /** Timed steps when --steps is not given, and the least allowed. */
   steps?: [number, number];
+  /** The model family (default xlm-roberta, bge-m3's). */
+  family?: Family;
+  /** Dense InfoNCE alone on a model without M3 heads (the pairs stage), or unified with self-distillation (default). */
+  loss?: 'dense' | 'unified';
+  /** τ (default 0.02, FlagEmbedding's). */
+  temperature?: number;
 }
+/** config.json fields and token ids by family: XLM-R's, and bert-base-uncased's (the demo's tokenizer). */
+const FAMILIES: Record<Family, { config: Record<string, number | string>; cls: number; sep: number; specials: number[] }> = {
+  'xlm-roberta': { config: { model_type: 'xlm-roberta', type_vocab_size: 1, layer_norm_eps: 1e-5, pad_token_id: 1 }, cls: 0, sep: 2, specials: [0, 1, 2, 3] },
+  bert: { config: { model_type: 'bert', type_vocab_size: 2, layer_norm_eps: 1e-12, pad_token_id: 0 }, cls: 101, sep: 102, specials: [101, 102, 0, 100] },
+};
 const XLMR_LARGE = { vocab: 250002, hidden: 1024, layers: 24, heads: 16, ff: 4096 };
 export const SHAPES: Record<string, Shape> = {
   'bench-small': { vocab: 8000, hidden: 256, layers: 4, heads: 4, ff: 1024, batch: 8, group: 4, qlen: 32, plen: 128 },
+  'demo-small': { family: 'bert', vocab: 30522, hidden: 128, layers: 2, heads: 4, ff: 512, batch: 32, group: 1, qlen: 32, plen: 96, loss: 'dense', temperature: 0.05 },
   'bge-m3': { ...XLMR_LARGE, batch: 1, group: 2, qlen: 64, plen: 64 },
   'bge-m3-gpu': { ...XLMR_LARGE, batch: 4, group: 8, qlen: 64, plen: 512, fastInit: true },
   'long-bucket': { ...XLMR_LARGE, batch: 1, group: 2, qlen: 64, plen: 8192, subBatch: 1, maxPos: 8194, fastInit: true, steps: [2, 1] },
 };
-/** Points timed next to PyTorch (bge-m3 and long-bucket are not). */
-const BASELINE_POINTS = ['bench-small', 'bge-m3-gpu'];
+/** Points timed next to PyTorch (not long-bucket: its row says whether a step ran at all). */
+const BASELINE_POINTS = ['bench-small', 'demo-small', 'bge-m3', 'bge-m3-gpu'];
 const SHARED = process.env.M3_SHARED_DIR ?? path.resolve(__dirname, '..', '..', 'shared');
 
 // setBf16Autocast / deviceMemory: reached through the module object so this file also runs on a tree without them
 type Api = { setBf16Autocast?: (on: boolean) => void; deviceMemory?: () => { peakAllocatedBytes: number } | null };
 const api = backendApi as unknown as Api;
 
-export function fullBatch(n: number, len: number, vocab: number, seed: number) {
+export function fullBatch(n: number, len: number, vocab: number, seed: number, family: Family = 'xlm-roberta') {
+  const { cls, sep } = FAMILIES[family];
   let s = seed;
   const rnd = () => ((s = (s * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
   const inputIds = new Int32Array(n * len);
   for (let i = 0; i < n; i++) {
-    for (let j = 0; j < len; j++) inputIds[i * len + j] = j === 0 ? 0 : j === len - 1 ? 2 : 5 + Math.floor(rnd() * (vocab - 5));
+    for (let j = 0; j < len; j++) inputIds[i * len + j] = j === 0 ? cls : j === len - 1 ? sep : 5 + Math.floor(rnd() * (vocab - 5));
   }
   return { inputIds, attentionMask: new Int32Array(n * len).fill(1), batch: n, length: len };
 }
@@ -66,16 +88,18 @@ const tokensOf = (s: Shape) => s.batch * s.qlen + s.batch * s.group * s.plen;
 
 /** Times steps in this process on the active backend. */
 async function timeSteps(shape: Shape, steps: number, cuda: boolean): Promise<Record<string, number>> {
+  const family = shape.family ?? 'xlm-roberta';
   const config = parseConfig({
-    model_type: 'xlm-roberta', vocab_size: shape.vocab, hidden_size: shape.hidden, num_hidden_layers: shape.layers, num_attention_heads: shape.heads,
-    intermediate_size: shape.ff, max_position_embeddings: shape.maxPos ?? Math.max(shape.qlen, shape.plen) + 4, type_vocab_size: 1, layer_norm_eps: 1e-5,
-    pad_token_id: 1, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0,
+    ...FAMILIES[family].config, vocab_size: shape.vocab, hidden_size: shape.hidden, num_hidden_layers: shape.layers, num_attention_heads: shape.heads,
+    intermediate_size: shape.ff, max_position_embeddings: shape.maxPos ?? Math.max(shape.qlen, shape.plen) + 4, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0,
   });
+  const unified = shape.loss !== 'dense';
   const t0 = performance.now();
-  const model = initModel(config, { seed: 0, heads: true, ...(shape.fastInit ? { sample: fastSampler(0) } : {}) });
+  const model = initModel(config, { seed: 0, heads: unified, ...(shape.fastInit ? { sample: fastSampler(0) } : {}) });
   const initS = (performance.now() - t0) / 1000;
   const opt = createAdamW({ lr: 1e-5, weightDecay: 0.01 });
-  const batch = { queries: fullBatch(shape.batch, shape.qlen, shape.vocab, 1), passages: fullBatch(shape.batch * shape.group, shape.plen, shape.vocab, 2) };
+  const batch = { queries: fullBatch(shape.batch, shape.qlen, shape.vocab, 1, family), passages: fullBatch(shape.batch * shape.group, shape.plen, shape.vocab, 2, family) };
+  const lossOpts = { temperature: shape.temperature ?? 0.02, groupSize: shape.group, unified, selfDistill: unified, specialTokenIds: FAMILIES[family].specials };
   const params = model.params as Map<string, tf.Variable>;
   const last = [...params.values()].pop()!;
   const times: number[] = [];
@@ -88,7 +112,7 @@ async function timeSteps(shape: Shape, steps: number, cuda: boolean): Promise<Re
       if (process.env.M3_TORCH_PROFILE) (require('../src/backend/torch/registry') as { resetKernelProfile(): void }).resetKernelProfile(); // steady state only
     }
     const t0 = performance.now();
-    const r = m3Step(model, batch, { loss: { temperature: 0.02, groupSize: shape.group, unified: true, selfDistill: true, specialTokenIds: [0, 1, 2, 3] }, subBatchSize: shape.subBatch ?? 0 });
+    const r = m3Step(model, batch, { loss: lossOpts, subBatchSize: shape.subBatch ?? 0 });
     const t1 = performance.now();
     loss = (await r.loss.data())[0]; // the one read-back of a step
     const t2 = performance.now();
@@ -127,19 +151,14 @@ function baselineEnv(device: string, bf16: boolean): Record<string, string> {
 }
 
 function pytorchBaseline(shape: Shape, steps: number, env: Record<string, string>): Record<string, unknown> | { error: string } {
-  const script = path.join(SHARED, 'reference', 'bench_torch.py');
   const { vocab, hidden, layers, heads, ff, batch, group, qlen, plen } = shape;
-  const errors: string[] = [];
-  for (const py of [process.env.M3_PYTHON, '/usr/bin/python3', 'python3'].filter(Boolean) as string[]) {
-    const r = spawnSync(py, [script, JSON.stringify({ vocab, hidden, layers, heads, ff, batch, group, qlen, plen }), String(steps)], {
-      encoding: 'utf8', timeout: 1800_000, env: { ...process.env, ...env },
-    });
-    // Python's json writes NaN (a diverged loss) where JSON has none
-    if (r.status === 0) return JSON.parse(r.stdout.trim().split('\n').pop()!.replace(/\bNaN\b/g, 'null'));
-    const why = (r.stderr ?? '').trim().split('\n').pop() || (r.error ? r.error.message : `exit ${r.status}`);
-    errors.push(`${py}: ${why}`);
+  const dims = { vocab, hidden, layers, heads, ff, batch, group, qlen, plen };
+  if (shape.loss === 'dense') {
+    // bench_torch.py's loss is fixed to unified with self-distillation; train_torch.py is its step with the dense one
+    const config = JSON.stringify({ ...dims, family: shape.family ?? 'xlm-roberta', temperature: shape.temperature ?? 0.02 });
+    return runPythonJson(path.join(__dirname, 'train_torch.py'), [config, String(steps)], { env: { M3_SHARED_DIR: SHARED, ...env } });
   }
-  return { error: `no python3 with torch ran ${script} (apt-get install python3-torch): ${errors.join('; ')}` };
+  return runPythonJson(path.join(SHARED, 'reference', 'bench_torch.py'), [JSON.stringify(dims), String(steps)], { env });
 }
 
 interface Args { json?: boolean; backend?: string; model?: string; steps?: number; child?: boolean; baseline?: boolean; device?: string; bf16?: boolean; shape?: string }

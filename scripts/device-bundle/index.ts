@@ -55,7 +55,8 @@ async function assemble(dir: string, runtime: string): Promise<void> {
   const packages = await bundleProject(lib);
   const wasm = path.join(ROOT, 'node_modules/@tensorflow/tfjs-backend-wasm/wasm-out');
   for (const f of fs.readdirSync(wasm).filter((f) => f.endsWith('.wasm'))) fs.copyFileSync(path.join(wasm, f), path.join(lib, f));
-  fs.copyFileSync(path.join(ROOT, 'bench/dist_torch.py'), path.join(lib, 'dist_torch.py')); // bench dist finds it beside its code
+  // bench dist, train and encode find their PyTorch scripts beside their code
+  for (const f of ['dist_torch.py', 'train_torch.py', 'encode_torch.py']) fs.copyFileSync(path.join(ROOT, 'bench', f), path.join(lib, f));
   // jasmine-core lists the folder beside its module at load time (its browser files); in the bundle that is
   // lib/jasmine-core, which holds only its licence
   copy(path.join(ROOT, 'node_modules/jasmine-core/LICENSE'), path.join(lib, 'jasmine-core', 'LICENSE'));

@@ -34,7 +34,7 @@ export interface Ops {
    * false when it cannot (then nothing was updated and `adamw` runs per parameter); absent = per parameter.
    */
   adamwMany?(groups: AdamWGroup[], step: number, hp: { beta1: number; beta2: number; lr: number; eps: number }): boolean;
-  /** √(Σ‖tᵢ‖²) over many tensors in one multi-tensor kernel, or null when it cannot; absent = per tensor. */
+  /** √(Σ‖tᵢ‖²) over many tensors without a squared copy of any, or null when it cannot; absent = squares summed per tensor. */
   globalNorm?(tensors: tf.Tensor[]): tf.Scalar | null;
 }
 

@@ -6,7 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { EncoderConfig } from './config';
-import { deriveSeed } from '../util/rng';
+import { deriveSeed, tfSeed } from '../util/rng';
 import { TokenBatch } from '../util/token-batch';
 import { FLOAT32_MIN, geluTanh, linear, ops } from '../backend/ops';
 
@@ -21,6 +21,8 @@ export interface ForwardOptions {
   dropoutSeed?: number;
   /** Index of this batch's first row in the whole batch (GradCache sub-batches), so masks do not depend on the split. */
   dropoutRowOffset?: number;
+  /** This batch's word-embedding rows [B·L, hidden] from `wordEmbeddings` (one lookup shared by several batches). */
+  words?: tf.Tensor2D;
 }
 
 /**
@@ -39,7 +41,7 @@ export class Dropout {
     const call = this.calls++;
     return tf.tidy(() => {
       const [rows, ...rest] = x.shape;
-      const draws = Array.from({ length: rows }, (_, r) => tf.randomUniform([1, ...rest], 0, 1, 'float32', deriveSeed(this.seed!, call, this.rowOffset + r)));
+      const draws = Array.from({ length: rows }, (_, r) => tf.randomUniform([1, ...rest], 0, 1, 'float32', tfSeed(deriveSeed(this.seed!, call, this.rowOffset + r))));
       const keep = tf.cast(tf.greaterEqual(rows === 1 ? draws[0] : tf.concat(draws, 0), rate), 'float32');
       return tf.mul(x, tf.mul(keep, 1 / (1 - rate)));
     });
@@ -80,6 +82,24 @@ export function additiveMask(b: TokenBatch): tf.Tensor4D | null {
 }
 
 /**
+ * Word-embedding rows [B·L, hidden] of several batches from one gather. Each gather's gradient is a dense
+ * [vocab, hidden] tensor and TF.js sums the gradients of every use into a new one: a gather per batch holds
+ * three such tensors at once (3 GB at XLM-R's 250,002 × 1,024), one shared gather holds one.
+ */
+export function wordEmbeddings(params: Params, batches: TokenBatch[], prefix = ''): tf.Tensor2D[] {
+  return tf.tidy(() => {
+    const ids = new Int32Array(batches.reduce((n, b) => n + b.inputIds.length, 0));
+    let at = 0;
+    for (const b of batches) {
+      ids.set(b.inputIds, at);
+      at += b.inputIds.length;
+    }
+    const rows = tf.gather(param(params, prefix + 'embeddings.word_embeddings.weight'), tf.tensor1d(ids, 'int32')) as tf.Tensor2D;
+    return batches.length === 1 ? [rows] : tf.split(rows, batches.map((b) => b.inputIds.length), 0);
+  });
+}
+
+/**
  * word + position + token-type(0) embeddings, LayerNorm, dropout. With `inputsEmbeds` (RetroMAE's query
  * stream) positions run from the first non-pad position for every row.
  */
@@ -94,7 +114,7 @@ export function embeddings(
     let length: number;
     if ('ids' in input) {
       ({ batch, length } = input.ids);
-      x = tf.gather(param(params, p + 'word_embeddings.weight'), tf.tensor1d(input.ids.inputIds, 'int32'));
+      x = opts.words ?? tf.gather(param(params, p + 'word_embeddings.weight'), tf.tensor1d(input.ids.inputIds, 'int32'));
       pos = positionIds(cfg, input.ids);
     } else {
       [batch, length] = input.inputsEmbeds.shape;

@@ -15,6 +15,7 @@ import { loadTokenizer, Tokenizer } from './tokenizer';
 import { readModelWeights, writeModelDir } from './weights/modeldir';
 import { TensorMap } from './weights/types';
 import { fromHost, ownedVariable, toHost } from './variables';
+import { tfSeed } from '../util/rng';
 
 export const HEAD_NAMES = ['colbert_linear.weight', 'colbert_linear.bias', 'sparse_linear.weight', 'sparse_linear.bias'];
 
@@ -127,7 +128,7 @@ export function initModel(config: EncoderConfig, opts: { seed: number; heads?: b
   const std = Number(config.raw.initializer_range ?? 0.02);
   const d = config.hidden;
   let seed = opts.seed;
-  const sample = opts.sample ?? ((shape: number[], s: number) => tf.randomNormal(shape, 0, s, 'float32', seed++));
+  const sample = opts.sample ?? ((shape: number[], s: number) => tf.randomNormal(shape, 0, s, 'float32', tfSeed(seed++)));
   const normal = (shape: number[]) => ownedVariable(() => sample(shape, std));
   const zeros = (n: number) => ownedVariable(() => tf.zeros([n]));
   const ones = (n: number) => ownedVariable(() => tf.ones([n]));
@@ -170,7 +171,7 @@ export function addHeads(m: M3Model, colbertDimension: number, seed: number): vo
   const d = m.config.hidden;
   const out = colbertDimension > 0 ? colbertDimension : d;
   const bound = 1 / Math.sqrt(d);
-  const u = (shape: number[], s: number) => ownedVariable(() => tf.randomUniform(shape, -bound, bound, 'float32', s));
+  const u = (shape: number[], s: number) => ownedVariable(() => tf.randomUniform(shape, -bound, bound, 'float32', tfSeed(s)));
   m.params.set('colbert_linear.weight', u([out, d], seed));
   m.params.set('colbert_linear.bias', u([out], seed + 1));
   m.params.set('sparse_linear.weight', u([1, d], seed + 2));

@@ -9,11 +9,12 @@
 import * as tf from '@tensorflow/tfjs';
 import { FLOAT32_MIN, geluTanh, linear, ops } from '../backend/ops';
 import { EncoderConfig } from './config';
-import { attentionBlock, Dropout, embeddings, encoderForward, ffnBlock, param, Params } from './encoder';
+import { attentionBlock, Dropout, embeddings, encoderForward, ffnBlock, param, Params, wordEmbeddings } from './encoder';
 import { TokenBatch } from '../util/token-batch';
 import { fromHost, ownedVariable, toHost } from './variables';
 import { TensorMap } from './weights/types';
 import type { MlmHead } from '../losses/retromae';
+import { tfSeed } from '../util/rng';
 
 export const DECODER_FILE = 'retromae_decoder.safetensors';
 
@@ -67,7 +68,7 @@ export function retroMaeParams(cfg: EncoderConfig, encoder: Params, saved: Tenso
       continue;
     }
     const isNorm = /LayerNorm|layer_norm/.test(name);
-    const init = () => (shape.length === 2 ? tf.randomNormal(shape, 0, std, 'float32', s++) : isNorm && name.endsWith('.weight') ? tf.ones(shape) : tf.zeros(shape));
+    const init = () => (shape.length === 2 ? tf.randomNormal(shape, 0, std, 'float32', tfSeed(s++)) : isNorm && name.endsWith('.weight') ? tf.ones(shape) : tf.zeros(shape));
     out.set(name, ownedVariable(init));
   }
   return out;
@@ -154,12 +155,13 @@ export function retroMaeForward(cfg: EncoderConfig, params: Params, batch: Retro
   const [b, l] = [decoder.batch, decoder.length];
   if (batch.decoderAttentionMask.length !== b * l * l) throw new Error(`RetroMAE: decoder attention mask has ${batch.decoderAttentionMask.length} entries, want ${b}·${l}·${l}`);
   return tf.tidy(() => {
-    const hidden = encoderForward(cfg, params, encoder, { prefix, dropoutSeed: opts.dropoutSeed, dropoutRowOffset: opts.dropoutRowOffset });
+    const [encoderWords, decoderWords] = wordEmbeddings(params, [encoder, decoder], prefix);
+    const hidden = encoderForward(cfg, params, encoder, { prefix, dropoutSeed: opts.dropoutSeed, dropoutRowOffset: opts.dropoutRowOffset, words: encoderWords });
     const d = cfg.hidden;
     const cls = tf.slice(hidden, [0, 0, 0], [b, 1, d]) as tf.Tensor3D;
     const drop = new Dropout(opts.dropoutSeed === undefined ? undefined : opts.dropoutSeed + DECODER_SEED_OFFSET, opts.dropoutRowOffset);
     const embOpts = { prefix };
-    const content = embeddings(cfg, params, { ids: decoder }, embOpts, drop);
+    const content = embeddings(cfg, params, { ids: decoder }, { ...embOpts, words: decoderWords }, drop);
     const keyValue = tf.concat([cls, tf.slice(content, [0, 1, 0], [b, l - 1, d])], 1) as tf.Tensor3D;
     const query = embeddings(cfg, params, { inputsEmbeds: tf.tile(cls, [1, l, 1]) as tf.Tensor3D }, embOpts, drop);
     const visible = tf.tensor4d(Float32Array.from(batch.decoderAttentionMask), [b, 1, l, l]);

@@ -16,6 +16,14 @@ export function deriveSeed(...parts: number[]): number {
   return h >>> 0;
 }
 
+/**
+ * The seed to hand TF.js's random ops: they take a seed of 0 for "no seed" and draw from Math.random, so
+ * seed 0 maps to a value no integer seed takes (its generator seeds from the seed's string).
+ */
+export function tfSeed(seed: number): number {
+  return seed === 0 ? 0.5 : seed;
+}
+
 export interface Rng {
   /** Uniform in [0, 1). */
   next(): number;

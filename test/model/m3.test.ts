@@ -65,6 +65,16 @@ describe('M3 model dirs', () => {
     disposeModel(back);
   });
 
+
+  test('a seed gives the same weights every time, seed 0 too (TF.js takes seed 0 for "unseeded")', () => {
+    const config = parseConfig({ model_type: 'bert', vocab_size: 30, hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32, max_position_embeddings: 32 });
+    for (const seed of [0, 7]) {
+      const [a, b] = [initModel(config, { seed, heads: true }), initModel(config, { seed, heads: true })];
+      expectSameParams(a.params, b.params);
+      disposeModel(a);
+      disposeModel(b);
+    }
+  });
   test('a model dir without config or weights is refused with one line', () => {
     const d = tmp();
     expect(() => loadModel(d)).toThrow(`${d}: no config.json (not a model dir)`);

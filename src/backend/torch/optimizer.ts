@@ -50,28 +50,35 @@ export function adamwMany(groups: AdamWGroup[], step: number, hp: { beta1: numbe
 const foreachNorm = aten('_foreach_norm.Scalar');
 const stack = aten('stack');
 const vectorNorm = aten('linalg_vector_norm');
-let normWorks: boolean | null = null;
+let foreachWorks: boolean | null = null;
 
 /**
- * The global L2 norm of many tensors as torch.nn.utils.clip_grad_norm_ computes it on CUDA: one multi-tensor
- * launch for the per-tensor norms, then the norm of those. null off CUDA or where the operator is missing
- * (the caller then sums squares per tensor).
+ * The global L2 norm of many tensors as torch.nn.utils.clip_grad_norm_ computes it: the norm of the
+ * per-tensor norms. Those are one multi-tensor launch on CUDA (where libtorch has it), else one call per
+ * tensor; either way no squared copy of a gradient is made (a fresh GB for bge-m3's embedding gradient).
  */
 export function globalNorm(tensors: tf.Tensor[]): tf.Scalar | null {
+  if (tf.getBackend() !== 'torch' || tensors.length === 0) return null;
   const b = tf.backend() as unknown as TorchBackend;
-  if (tf.getBackend() !== 'torch' || b.device !== 'cuda' || normWorks === false || tensors.length === 0) return null;
-  try {
-    const info = scoped((tmp) => {
-      const float32 = tensors.map((t) => (b.isBf16(t) ? tmp(toDtype(b.h(t), code('float32'))) : b.h(t)));
-      const norms = (foreachNorm(float32, 2, code('float32')) as Handle[]).map(tmp);
-      return b.out(vectorNorm(tmp(stack(norms, 0)), 2, null, false, null), 'float32');
-    });
-    normWorks = true;
-    return tf.engine().makeTensorFromTensorInfo(info) as tf.Scalar;
-  } catch (e) {
-    if (normWorks) throw e;
-    normWorks = false;
-    process.stderr.write(`torch backend: multi-tensor norm unavailable (${(e as Error).message.split('\n')[0]}); summing per tensor\n`);
-    return null;
+  const info = scoped((tmp) => {
+    const float32 = tensors.map((t) => (b.isBf16(t) ? tmp(toDtype(b.h(t), code('float32'))) : b.h(t)));
+    const norms = perTensorNorms(b, float32).map(tmp);
+    return b.out(vectorNorm(tmp(stack(norms, 0)), 2, null, false, null), 'float32');
+  });
+  return tf.engine().makeTensorFromTensorInfo(info) as tf.Scalar;
+}
+
+function perTensorNorms(b: TorchBackend, hs: Handle[]): Handle[] {
+  if (b.device === 'cuda' && foreachWorks !== false) {
+    try {
+      const norms = foreachNorm(hs, 2, code('float32')) as Handle[];
+      foreachWorks = true;
+      return norms;
+    } catch (e) {
+      if (foreachWorks) throw e;
+      foreachWorks = false;
+      process.stderr.write(`torch backend: multi-tensor norm unavailable (${(e as Error).message.split('\n')[0]}); one norm per tensor\n`);
+    }
   }
+  return hs.map((h) => vectorNorm(h, 2, null, false, null) as Handle);
 }

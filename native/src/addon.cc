@@ -20,6 +20,7 @@
 #include <c10/core/InferenceMode.h>
 #include <torch/version.h>
 #include <dlfcn.h>
+#include <sys/mman.h>
 #ifdef M3_CUDA  // defined by the build when libtorch is a CUDA build and CUDA's headers were found
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
@@ -100,7 +101,9 @@ using m3::g_live;
 // smaller (sizes rounded up to 1/256). The cache is bounded so that blocks in use plus cached never exceed
 // the most ever in use at once (or 256 MiB): caching does not raise the peak, and a training step, which
 // allocates the same sizes every time, takes all its blocks from the cache after the first step.
-// M3_TORCH_CACHE_MB sets a fixed bound instead (0 turns caching off); the oldest blocks go first.
+// M3_TORCH_CACHE_MB sets a fixed bound instead (0 turns caching off). Over the bound, the smallest blocks
+// go first: faulting a block in again costs in proportion to its size, and evicting the oldest instead let a
+// few MB of overflow evict bge-m3's 1 GB embedding-gradient table, faulted in again (4 s) every step.
 class CachingCpuAllocator final : public c10::Allocator {
  public:
   static constexpr size_t kMinBlock = size_t(1) << 20;
@@ -127,6 +130,19 @@ class CachingCpuAllocator final : public c10::Allocator {
     return (n + g - 1) / g * g;
   }
 
+  // Large blocks are mapped and unmapped here rather than through malloc, so an evicted block goes back to
+  // the system at once (malloc keeps freed blocks below its mmap threshold, up to 32 MB, in its heap), and
+  // they are marked for transparent huge pages: where the kernel allows them (THP "madvise"), a block
+  // faults in 2 MB at a time instead of 4 KB, which in these VMs is most of what a fresh block costs.
+  static void* Map(size_t n) {
+    void* p = mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::bad_alloc();
+#ifdef MADV_HUGEPAGE
+    if (n >= (size_t(2) << 20)) madvise(p, n, MADV_HUGEPAGE);
+#endif
+    return p;
+  }
+
   c10::DataPtr Allocate(size_t n) {
     if (n < kMinBlock || (fixedCap_ && cap_ == 0)) return fallback_->allocate(n);
     n = Round(n);
@@ -135,7 +151,7 @@ class CachingCpuAllocator final : public c10::Allocator {
       std::lock_guard<std::mutex> lock(mu_);
       auto it = free_.lower_bound(n);
       if (it != free_.end() && it->first - n <= n / 16) {
-        p = it->second.ptr;
+        p = it->second;
         size_t size = it->first;
         cached_ -= size;
         free_.erase(it);
@@ -146,7 +162,7 @@ class CachingCpuAllocator final : public c10::Allocator {
       }
     }
     if (!p) {
-      if (posix_memalign(&p, 64, n) != 0 || !p) throw std::bad_alloc();
+      p = Map(n);
       std::lock_guard<std::mutex> lock(mu_);
       live_ += n;
       peak_ = std::max(peak_, live_);
@@ -162,7 +178,7 @@ class CachingCpuAllocator final : public c10::Allocator {
   static void Release(void* p);
 
   void Free(void* p) {
-    std::vector<void*> release;
+    std::vector<std::pair<void*, size_t>> release;
     {
       std::lock_guard<std::mutex> lock(mu_);
       auto s = sizes_.find(p);
@@ -175,31 +191,29 @@ class CachingCpuAllocator final : public c10::Allocator {
       const size_t size = s->second;
       sizes_.erase(s);
       live_ -= size;
-      free_.emplace(size, Block{p, ++clock_});
+      free_.emplace(size, p);
       cached_ += size;
       const size_t cap = fixedCap_ ? cap_ : std::max<size_t>(size_t(256) << 20, peak_ - live_);
-      while (cached_ > cap && !free_.empty()) {
-        auto oldest = free_.begin();
-        for (auto it = free_.begin(); it != free_.end(); ++it) if (it->second.age < oldest->second.age) oldest = it;
-        cached_ -= oldest->first;
-        release.push_back(oldest->second.ptr);
-        free_.erase(oldest);
+      while (cached_ > cap && !free_.empty()) {  // smallest first (the map is ordered by size)
+        cached_ -= free_.begin()->first;
+        release.emplace_back(free_.begin()->second, free_.begin()->first);
+        free_.erase(free_.begin());
       }
     }
-    for (void* q : release) std::free(q);
+    for (auto [q, size] : release) munmap(q, size);
   }
 
   // Releases every cached block (the memory in use stays) and restarts the peak from what is in use.
   void Empty() {
-    std::vector<void*> release;
+    std::vector<std::pair<void*, size_t>> release;
     {
       std::lock_guard<std::mutex> lock(mu_);
       peak_ = live_;
-      for (auto& [size, b] : free_) release.push_back(b.ptr);
+      for (auto& [size, q] : free_) release.emplace_back(q, size);
       free_.clear();
       cached_ = 0;
     }
-    for (void* q : release) std::free(q);
+    for (auto [q, size] : release) munmap(q, size);
   }
 
   void Stats(size_t* live, size_t* peak, size_t* cached, size_t* hits, size_t* misses) {
@@ -212,18 +226,13 @@ class CachingCpuAllocator final : public c10::Allocator {
   }
 
  private:
-  struct Block {
-    void* ptr;
-    uint64_t age;
-  };
   c10::Allocator* fallback_;
   bool fixedCap_ = false;
   size_t cap_ = 0;
   std::mutex mu_;
-  std::multimap<size_t, Block> free_;
+  std::multimap<size_t, void*> free_;
   std::unordered_map<void*, size_t> sizes_;
   size_t live_ = 0, peak_ = 0, cached_ = 0, hits_ = 0, misses_ = 0;
-  uint64_t clock_ = 0;
 };
 
 // Never destroyed: tensors may still be freed while the process exits.
@@ -609,6 +618,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaSynchronize", Napi::Function::New(env, CudaSynchronize));
   exports.Set("dtypeCodes", DtypeCodes(env));
   m3::RegisterDist(env, exports);
+  m3::RegisterAdamw(env, exports);
   return exports;
 }
 

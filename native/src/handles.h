@@ -1,5 +1,5 @@
 // What the addon's translation units share: the tensor handle table (addon.cc) and the C++ → JS error
-// conversion. dist.cc (the c10d collectives) registers its exports through RegisterDist.
+// conversion. dist.cc (the c10d collectives) and adamw.cc register their exports through Register*.
 #pragma once
 
 #include <napi.h>
@@ -24,5 +24,7 @@ const at::Tensor& Lookup(Napi::Env env, const Napi::Value& v);
 
 // Adds the distributed exports (dist.cc): always present, reporting "not built" when c10d is not compiled in.
 void RegisterDist(Napi::Env env, Napi::Object exports);
+// Adds `adamwCpu` (adamw.cc): the one-pass AdamW update of a float32 CPU parameter.
+void RegisterAdamw(Napi::Env env, Napi::Object exports);
 
 }  // namespace m3

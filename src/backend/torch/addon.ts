@@ -25,6 +25,11 @@ export interface TorchAddon {
    * system and restarts the peak.
    */
   cpuMemory(release?: boolean): { liveBytes: number; peakLiveBytes: number; cachedBytes: number; hits: number; misses: number };
+  /**
+   * AdamW of one parameter in place in one pass (native/src/adamw.cc), the TorchAdamW composite's float32
+   * operations per element; false (nothing changed) unless all four are contiguous float32 CPU tensors.
+   */
+  adamwCpu(param: number, m: number, v: number, grad: number, beta1: number, beta2: number, lr: number, eps: number, decay: number, bc1: number, bc2Sqrt: number): boolean;
   setThreads(intraOp: number, blas?: number): { intraOp: number; blasSet: boolean };
   version(): string;
   cudaAvailable(): boolean;

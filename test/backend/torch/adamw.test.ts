@@ -1,6 +1,6 @@
 /**
- * The fused in-place AdamW kernel (TorchAdamW) against the TF.js composite of src/train/adamw.ts: bit-equal
- * results on torch, parameters and moments updated in their own memory when nothing shares it, and a
+ * The fused in-place AdamW kernel (TorchAdamW; on the CPU its one-pass loop, native/src/adamw.cc) against
+ * the TF.js composite of src/train/adamw.ts: bit-equal results on torch, parameters and moments updated in their own memory when nothing shares it, and a
  * copy (never a write into shared memory) when a clone, view or second reference holds the same data.
  */
 import * as tf from '@tensorflow/tfjs';
@@ -8,8 +8,9 @@ import { addon } from '../../../src/backend/torch/addon';
 import { adamwStep, createAdamW, disposeAdamW } from '../../../src/train/adamw';
 import { describeTorch, rand } from './setup';
 
-const NAMES = ['w.weight', 'w.bias', 'LayerNorm.weight'];
-const SHAPES = [[37, 19], [19], [19]];
+// big.weight spans several of the one-pass CPU kernel's parallel chunks (32,768 elements each)
+const NAMES = ['w.weight', 'w.bias', 'LayerNorm.weight', 'big.weight'];
+const SHAPES = [[37, 19], [19], [19], [301, 257]];
 
 function makeParams(): Map<string, tf.Variable> {
   return new Map(NAMES.map((n, i) => [n, tf.tidy(() => tf.variable(rand(SHAPES[i], i + 1)))]));

@@ -330,6 +330,8 @@ kernel('TorchAdamW', ({ param, m, v, grad }, b, { beta1, beta2, lr, eps, decay, 
   try {
     const [p, mm, vv] = outs.map((o) => b.h(o));
     const g = b.h(grad);
+    // float32 on the CPU: the same operations in one pass over the memory (native/src/adamw.cc)
+    if (addon().adamwCpu(p, mm, vv, g, beta1, beta2, lr, eps, decay, bc1, bc2Sqrt)) return outs;
     scoped((tmp) => {
       // m ← β1·m + (1−β1)·g
       run(mulInplace, mm, beta1);

@@ -7,9 +7,10 @@
 
 #include "handles.h"
 
-#include <ATen/Parallel.h>
-
+#include <algorithm>
 #include <cmath>
+#include <thread>
+#include <vector>
 
 // the composite rounds every product on its own: no multiply-add contraction here either
 #if defined(__clang__)
@@ -42,7 +43,7 @@ Napi::Value AdamwCpu(const Napi::CallbackInfo& info) {
   float* m = t[1]->data_ptr<float>();
   float* v = t[2]->data_ptr<float>();
   const float* g = t[3]->data_ptr<float>();
-  at::parallel_for(0, t[0]->numel(), 1 << 15, [&](int64_t begin, int64_t end) {
+  auto update = [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const float gi = g[i];
       const float mi = m[i] * b1 + gi * g1;                 // m ← β1·m + (1−β1)·g
@@ -53,7 +54,20 @@ Napi::Value AdamwCpu(const Napi::CallbackInfo& info) {
       v[i] = vi;
       p[i] = pi - step;
     }
-  });
+  };
+  // Memory-bound: one thread per core for large parameters. ATen's own pool has one thread on the CPU
+  // (src/backend/torch/index.ts keeps the cores for BLAS), and nothing else runs while the optimizer does.
+  const int64_t n = t[0]->numel();
+  const int64_t workers = std::min<int64_t>(std::max(1u, std::thread::hardware_concurrency()), n >> 20);
+  if (workers <= 1) {
+    update(0, n);
+  } else {
+    std::vector<std::thread> pool;
+    const int64_t chunk = (n + workers - 1) / workers;
+    for (int64_t w = 1; w < workers; ++w) pool.emplace_back(update, w * chunk, std::min(n, (w + 1) * chunk));
+    update(0, chunk);
+    for (auto& th : pool) th.join();
+  }
   return Napi::Boolean::New(env, true);
 }
 

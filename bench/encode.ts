@@ -3,7 +3,7 @@
  * BERT of ../shared/data and a 4-layer, hidden-256 XLM-R-shaped model (random weights; speed does not depend on
  * them), each saved once and read back by every row: fixed token ids encoded as `m3 encode`, `m3 eval` and
  * `m3 mine` do (encodeIds: sorted by length, longest first, batches of 32; the bench's sequences are all full
- * length, so nothing is padded), one warm-up batch, then one timed pass.
+ * length, so nothing is padded), one warm-up batch, then the median of 3 timed passes.
  *
  * In the same run, PyTorch inference on the same saved weights and ids (bench/encode_torch.py:
  * ../shared/reference/m3ref.py's encoder and dense_vecs under torch.inference_mode(), Debian's python3-torch,
@@ -114,7 +114,7 @@ async function onnxRows(cases: Case[], tmp: string): Promise<Row[]> {
   for (const { name, len, dir, seqs, withTypes, padId } of cases) {
     const out = path.join(tmp, `${name}-onnx`);
     await exportOnnx(dir, out, { dtypes: ORT_DTYPES.map(([, d]) => d) });
-    const batches = [];
+    const batches: Record<string, import('onnxruntime-node').Tensor>[] = [];
     for (let s = 0; s < seqs.length; s += BATCH) {
       const b = padBatch(seqs.slice(s, s + BATCH), padId);
       const t = (a: Int32Array) => new ort.Tensor('int64', BigInt64Array.from(a, (v) => BigInt(v)), [b.batch, b.length]);
@@ -123,14 +123,26 @@ async function onnxRows(cases: Case[], tmp: string): Promise<Row[]> {
     for (const [backend, dtype] of ORT_DTYPES) {
       const session = await ort.InferenceSession.create(path.join(out, ONNX_FILES[dtype]), { executionProviders: ['cpu'] });
       await session.run(batches[0], ['dense_vecs']); // warm-up
-      const t0 = performance.now();
-      for (const feeds of batches) await session.run(feeds, ['dense_vecs']);
-      const secs = (performance.now() - t0) / 1000;
+      const secs = await medianSecs(async () => {
+        for (const feeds of batches) await session.run(feeds, ['dense_vecs']);
+      });
       await session.release();
       rows.push({ bench: 'encode', backend, model: name, seq_len: len, sentences_per_s: seqs.length / secs, tokens_per_s: tokensOf(seqs) / secs });
     }
   }
   return rows;
+}
+
+/** Seconds of the median of PASSES timed passes (one pass encodes every sequence), as encode_torch.py times. */
+const PASSES = 3;
+async function medianSecs(pass: () => Promise<unknown>): Promise<number> {
+  const secs: number[] = [];
+  for (let i = 0; i < PASSES; i++) {
+    const t0 = performance.now();
+    await pass();
+    secs.push((performance.now() - t0) / 1000);
+  }
+  return secs.sort((a, b) => a - b)[PASSES >> 1];
 }
 
 export async function run(args: { json?: boolean; backend?: string; baseline?: boolean }): Promise<void> {
@@ -153,9 +165,8 @@ export async function run(args: { json?: boolean; backend?: string; baseline?: b
       for (const { name, len, dir, seqs } of cases) {
         const model = loadModel(dir);
         await encodeIds(model, seqs.slice(0, BATCH), { batchSize: BATCH }); // warm-up
-        const t0 = performance.now();
-        const out = await encodeIds(model, seqs, { batchSize: BATCH, outputs: ['dense'] });
-        const secs = (performance.now() - t0) / 1000;
+        let out: Awaited<ReturnType<typeof encodeIds>> = [];
+        const secs = await medianSecs(async () => (out = await encodeIds(model, seqs, { batchSize: BATCH, outputs: ['dense'] })));
         const row: Row = { bench: 'encode', backend, model: name, seq_len: len, sentences_per_s: seqs.length / secs, tokens_per_s: tokensOf(seqs) / secs };
         const base = baselines.get(name);
         if (typeof base?.row.tokens_per_s === 'number' && base.firstDense) {

@@ -11,21 +11,23 @@ What it times is what `m3 encode` / `m3 eval` / `m3 mine` do per batch, written 
 (../shared/reference/m3ref.py, found through $M3_SHARED_DIR, default ../../shared): sequences sorted by
 length, longest first (as m3's encodeIds), in batches of BATCH (default 32) right-padded to the batch's
 longest, `dense_vecs(encoder(...))` under torch.inference_mode(). For torch.set_num_threads(1) and then
-(2): one warm-up batch, then one timed pass over every batch. OpenBLAS (Debian's torch does its matmuls
-there) keeps its own thread count, every core, as in bench_torch.py and m3's torch backend.
+(2): one warm-up batch, then the median of PASSES (3) timed passes over every batch. OpenBLAS (Debian's
+torch does its matmuls there) keeps its own thread count, every core, as in bench_torch.py and m3's torch backend.
 
 Prints one JSON line: {"backend": "pytorch", "threads_best", "sentences_per_s", "tokens_per_s",
 "per_threads": {"1": {"secs", "sentences_per_s", "tokens_per_s"}, "2": {...}}, "torch", "first_dense"}.
 Tokens are real (non-pad) tokens; the top-level rates are the better thread count's. first_dense is the
 dense vector of the first input sequence, so the caller can check that the same weights ran on the same ids.
 """
-import json, math, os, struct, sys, time
+import json, math, os, statistics, struct, sys, time
 import torch
 
 SHARED = os.environ.get("M3_SHARED_DIR") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared")
 sys.path.insert(0, os.path.join(SHARED, "reference"))
 import m3ref as R
 from weights import hf_config
+
+PASSES = 3  # timed passes per thread count, the median reported (bench/encode.ts does the same)
 
 # safetensors dtype -> (torch dtype, bytes per element); m3 writes F32, HF checkpoints may hold halves
 DTYPES = {"F32": (torch.float32, 4), "F16": (torch.float16, 2), "BF16": (torch.bfloat16, 2)}
@@ -105,9 +107,12 @@ def main(model_dir, ids_file, batch):
         for threads in (1, 2):
             torch.set_num_threads(threads)
             encode(*batches[0])  # warm-up
-            t0 = time.perf_counter()
-            outs = [encode(ids, mask) for ids, mask in batches]
-            secs = time.perf_counter() - t0
+            passes = []
+            for _ in range(PASSES):
+                t0 = time.perf_counter()
+                outs = [encode(ids, mask) for ids, mask in batches]
+                passes.append(time.perf_counter() - t0)
+            secs = statistics.median(passes)
             per_threads[str(threads)] = {"secs": secs, "sentences_per_s": len(seqs) / secs, "tokens_per_s": tokens / secs}
             dense = torch.cat(outs)[order.index(0)]
     best = max(per_threads, key=lambda t: per_threads[t]["tokens_per_s"])

@@ -621,6 +621,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("dtypeCodes", DtypeCodes(env));
   m3::RegisterDist(env, exports);
   m3::RegisterAdamw(env, exports);
+  m3::RegisterGemm(env, exports);
   return exports;
 }
 

@@ -1,5 +1,5 @@
 // What the addon's translation units share: the tensor handle table (addon.cc) and the C++ → JS error
-// conversion. dist.cc (the c10d collectives) and adamw.cc register their exports through Register*.
+// conversion. dist.cc (the c10d collectives), adamw.cc and gemm.cc register their exports through Register*.
 #pragma once
 
 #include <napi.h>
@@ -26,5 +26,7 @@ const at::Tensor& Lookup(Napi::Env env, const Napi::Value& v);
 void RegisterDist(Napi::Env env, Napi::Object exports);
 // Adds `adamwCpu` (adamw.cc): the one-pass AdamW update of a float32 CPU parameter.
 void RegisterAdamw(Napi::Env env, Napi::Object exports);
+// Adds `dnnlMm` (gemm.cc): float32 GEMM through oneDNN where libtorch ships it as a shared library.
+void RegisterGemm(Napi::Env env, Napi::Object exports);
 
 }  // namespace m3

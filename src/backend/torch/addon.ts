@@ -30,6 +30,11 @@ export interface TorchAddon {
    * operations per element; false (nothing changed) unless all four are contiguous float32 CPU tensors.
    */
   adamwCpu(param: number, m: number, v: number, grad: number, beta1: number, beta2: number, lr: number, eps: number, decay: number, bc1: number, bc2Sqrt: number): boolean;
+  /**
+   * op(a)·op(b) [+ bias per row] through oneDNN's sgemm (native/src/gemm.cc), a new [M, N] tensor; null when
+   * the process has no shared oneDNN or an operand is not a contiguous 2-D float32 CPU tensor.
+   */
+  dnnlMm(a: number, b: number, transA: boolean, transB: boolean, bias?: number | null): number | null;
   setThreads(intraOp: number, blas?: number): { intraOp: number; blasSet: boolean };
   version(): string;
   cudaAvailable(): boolean;

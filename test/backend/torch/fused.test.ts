@@ -2,7 +2,9 @@
  * Fused kernels (native forward and backward) against the TF.js composites they replace, on the torch
  * backend: values and gradients of every input, and the composite path on other backends.
  */
+import * as fs from 'fs';
 import * as tf from '@tensorflow/tfjs';
+import { addon } from '../../../src/backend/torch/addon';
 import { attention, gelu, layerNorm, linear, linearCrossEntropy, softmaxCrossEntropy } from '../../../src/backend/torch/fused';
 import { compositeLinearCrossEntropy, compositeOps } from '../../../src/backend/ops';
 import { describeTorch, expectSame, rand, runOn } from './setup';
@@ -56,6 +58,13 @@ describeTorch('fused torch kernels vs TF.js composites', () => {
       [0, 1, 2],
     ],
     [
+      'linear [4, 160, 24] × [40, 24] + [40] (640 rows: oneDNN sgemm where libtorch ships it)',
+      ([x, w, b]) => linear(x, w, b),
+      ([x, w, b]) => tf.add(tf.reshape(tf.matMul(tf.reshape(x, [640, 24]), w, false, true), [4, 160, 40]), b),
+      () => [rand([4, 160, 24], 16), rand([40, 24], 17), rand([40], 18)],
+      [0, 1, 2],
+    ],
+    [
       'attention, 3 heads, with a padding mask',
       ([q, k, v, m]) => attention(q, k, v, m, 0.25, 3),
       ([q, k, v, m]) => heads3(tf.matMul(tf.softmax(tf.add(tf.mul(tf.matMul(split3(q), split3(k), false, true), 0.25), m)), split3(v))),
@@ -103,6 +112,30 @@ describeTorch('fused torch kernels vs TF.js composites', () => {
       return [f(logits), value, grad];
     };
     expectSame(await runOn('torch', run(true)), await runOn('torch', run(false)), 'softmaxCrossEntropy', tol);
+  });
+
+  test('oneDNN sgemm: op(a)·op(b) + bias for every transpose, present wherever libtorch loaded a shared oneDNN', async () => {
+    await tf.setBackend('torch');
+    const loaded = fs.readFileSync('/proc/self/maps', 'utf8').includes('libdnnl.so');
+    const b = tf.backend() as unknown as { h(t: tf.TensorInfo): number; free(h: number): void };
+    const a = rand([3, 5], 21);
+    const m = rand([5, 4], 22);
+    const bias = rand([4], 23);
+    for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]]) {
+      // stored transposed (a fresh contiguous tensor: the backend's transpose is a view, which dnnlMm refuses)
+      const stored = (t: tf.Tensor, trans: boolean) => (trans ? tf.tensor(tf.transpose(t).arraySync() as number[][]) : t);
+      const [aT, mT] = [stored(a, ta), stored(m, tb)];
+      const h = addon().dnnlMm(b.h(aT), b.h(mT), ta, tb, b.h(bias));
+      if (!loaded) {
+        expect(h).toBeNull();
+        continue;
+      }
+      expect(h).not.toBeNull();
+      const got = Array.from(addon().toArray(h!));
+      b.free(h!);
+      const want = Array.from(tf.add(tf.matMul(a, m), bias).dataSync());
+      expectSame([{ shape: [12], dtype: 'float32', values: got }], [{ shape: [12], dtype: 'float32', values: want }], `transA ${ta}, transB ${tb}`, tol);
+    }
   });
 
   test('on other backends the fused functions compute the composites', async () => {

@@ -8,7 +8,7 @@ import * as tf from '@tensorflow/tfjs';
 import { addon } from '../addon';
 import { aten, Handle } from '../aten';
 import { kernel } from '../registry';
-import { code, lowp, paramLowp, reshape, scoped, toDtype } from './util';
+import { code, lowp, paramLowp, reshape, scoped, sizeOf, toDtype } from './util';
 
 const nativeLayerNorm = aten('native_layer_norm');
 const addTensor = aten('add.Tensor');
@@ -47,11 +47,18 @@ const mm = aten('mm');
 const transpose = aten('transpose.int');
 const sumDims = aten('sum.dim_IntList');
 const view = aten('view');
+// On the CPU in float32, layers of DNNL_MIN_ROWS rows and more take oneDNN's sgemm (native/src/gemm.cc) where
+// the process has it: twice OpenBLAS's rate at thousands of rows on AVX-512, no better below a few hundred.
+const DNNL_MIN_ROWS = 512;
+const dnnlMm = (b: Backend, rows: number, a: Handle, m: Handle, ta: boolean, tb: boolean, bias?: Handle): Handle | null =>
+  b.device === 'cpu' && !b.autocast && rows >= DNNL_MIN_ROWS ? addon().dnnlMm(a, m, ta, tb, bias ?? null) : null;
 kernel('TorchLinear', ({ x, weight, bias }, b) =>
   scoped((tmp) => {
     const xl = lowp(x, b, tmp);
     const x2 = x.shape.length === 2 ? xl : tmp(reshape(xl, [-1, x.shape[x.shape.length - 1]]));
-    const y2 = addmm(paramLowp(bias, b), x2, tmp(transpose(paramLowp(weight, b), 0, 1)));
+    const rows = sizeOf(x.shape.slice(0, -1));
+    const y2 = dnnlMm(b, rows, x2, b.h(weight), false, true, b.h(bias))
+      ?? addmm(paramLowp(bias, b), x2, tmp(transpose(paramLowp(weight, b), 0, 1)));
     const y = b.out(x.shape.length === 2 ? y2 : view(tmp(y2), [...x.shape.slice(0, -1), weight.shape[0]]), 'float32');
     if (!b.autocast || b.isBf16(x)) return [y];
     // xl is a temporary of this scope: hand TF.js its own handle on the same tensor.
@@ -66,9 +73,11 @@ kernel('TorchLinearGrad', ({ dy, x, weight }, b, { shape }) =>
     const rows = (h: Handle, width: number) => (shape.length === 2 ? h : tmp(reshape(h, [-1, width])));
     const out = weight.shape[0];
     const g = rows(lowp(dy, b, tmp), out);
-    const dx2 = mm(g, paramLowp(weight, b));
+    const n = sizeOf(shape.slice(0, -1));
+    const dx2 = dnnlMm(b, n, g, b.h(weight), false, false) ?? mm(g, paramLowp(weight, b));
     const dx = b.out(shape.length === 2 ? dx2 : view(tmp(dx2), shape), 'float32');
-    const dwLowp = mm(tmp(transpose(g, 0, 1)), rows(lowp(x, b, tmp), weight.shape[1]));
+    const x2 = rows(lowp(x, b, tmp), weight.shape[1]);
+    const dwLowp = dnnlMm(b, n, g, x2, true, false) ?? mm(tmp(transpose(g, 0, 1)), x2);
     const dw = b.out(b.autocast ? toDtype(tmp(dwLowp), code('float32')) : dwLowp, 'float32');
     const db = b.out(sumDims(rows(b.h(dy), out), [0], false, code('float32')), 'float32');
     return [dx, dw, db];

@@ -225,6 +225,16 @@ function printTable(rows: Record<string, unknown>[], name: string, steps: number
   }
 }
 
+/**
+ * wasm32 addresses 4 GiB: a point whose weights, gradients and AdamW moments (16 bytes a parameter) pass
+ * that cannot run there (bge-m3's 568 M parameters need 9 GB); its row says so instead of an abort.
+ */
+function wasmTooSmall(name: string, s: Shape): Record<string, unknown> | null {
+  const params = (s.vocab + (s.maxPos ?? Math.max(s.qlen, s.plen) + 4)) * s.hidden + s.layers * (4 * s.hidden * s.hidden + 2 * s.hidden * s.ff);
+  const gb = (16 * params) / 2 ** 30;
+  return gb < 4 ? null : { backend: 'wasm', model: name, error: `not run: wasm32 addresses 4 GiB; weights, gradients and AdamW state need ${gb.toFixed(1)} GiB` };
+}
+
 export async function run(args: Args): Promise<void> {
   const { name, shape } = pointOf(args);
   const [defaultSteps, minSteps] = shape.steps ?? [6, 5];
@@ -233,7 +243,7 @@ export async function run(args: Args): Promise<void> {
   const device = args.device === 'cuda' ? 'cuda' : 'cpu';
   // wasm has neither CUDA nor bf16: those runs are the torch backend's
   const backends = args.backend ? [args.backend] : device === 'cuda' || args.bf16 ? ['torch'] : (await backendApi.availableBackends()).filter((b) => b !== 'cpu');
-  const rows = backends.map((b) => runChild(b, name, steps, args));
+  const rows = backends.map((b) => (b === 'wasm' && wasmTooSmall(name, shape)) || runChild(b, name, steps, args));
   if (args.baseline !== false && BASELINE_POINTS.includes(name)) addBaseline(rows, name, shape, steps, args);
   if (args.json) {
     for (const r of rows) process.stdout.write(JSON.stringify(r) + '\n');

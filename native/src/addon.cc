@@ -541,6 +541,21 @@ Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// blasThreads(n) -> the OpenBLAS thread count before setting it to n (0 when this libtorch's BLAS is not
+// OpenBLAS, and nothing is set). The CPU attention runs its many small products on one BLAS thread: two
+// threads synchronise per [L, L] matrix, and their spinning afterwards slows the oneDNN GEMMs that follow.
+Napi::Value BlasThreads(const Napi::CallbackInfo& info) {
+  using SetFn = void (*)(int);
+  using GetFn = int (*)();
+  static const auto set = reinterpret_cast<SetFn>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  static const auto get = reinterpret_cast<GetFn>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+  if (!set || !get) return Napi::Number::New(info.Env(), 0);
+  const int before = get();
+  const int n = info[0].As<Napi::Number>().Int32Value();
+  if (n > 0 && n != before) set(n);
+  return Napi::Number::New(info.Env(), before);
+}
+
 Napi::Value Version(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), TORCH_VERSION);
 }
@@ -614,6 +629,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("exclusive", Napi::Function::New(env, Exclusive));
   exports.Set("liveHandles", Napi::Function::New(env, LiveHandles));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
+  exports.Set("blasThreads", Napi::Function::New(env, BlasThreads));
   exports.Set("version", Napi::Function::New(env, Version));
   exports.Set("cudaAvailable", Napi::Function::New(env, CudaAvailable));
   exports.Set("cudaMemory", Napi::Function::New(env, CudaMemory));

@@ -35,6 +35,8 @@ export interface TorchAddon {
    * the process has no shared oneDNN or an operand is not a contiguous 2-D float32 CPU tensor.
    */
   dnnlMm(a: number, b: number, transA: boolean, transB: boolean, bias?: number | null): number | null;
+  /** Sets OpenBLAS's thread count, returning the one before (0, and nothing set, when the BLAS is another). */
+  blasThreads(n: number): number;
   setThreads(intraOp: number, blas?: number): { intraOp: number; blasSet: boolean };
   version(): string;
   cudaAvailable(): boolean;

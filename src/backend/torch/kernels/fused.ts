@@ -118,6 +118,18 @@ const batched = (h: Handle, tmp: Tmp): Handle => {
   const [, bsz, heads, len, d] = addon().meta(h);
   return tmp(reshape(h, [bsz * heads, len, d]));
 };
+/**
+ * `f` with one OpenBLAS thread on the CPU (then the count before): the CPU attention's many [L, L] products
+ * are too small for two, which synchronise per matrix and then spin, slowing the oneDNN GEMMs that follow.
+ */
+const oneBlasThread = <T>(b: Backend, f: () => T): T => {
+  const before = b.device === 'cpu' ? addon().blasThreads(1) : 0;
+  try {
+    return f();
+  } finally {
+    if (before > 1) addon().blasThreads(before);
+  }
+};
 /** The [B, H, L, D] shape of a [B, L, H·D] input's heads. */
 const qh4 = (t: tf.TensorInfo, heads: number): number[] => [t.shape[0], heads, t.shape[1], t.shape[2] / heads];
 /** [B, H, L, D] → [B, L, H·D] (a view when the memory is [B, L, H, D] already, as the fused kernels write it). */
@@ -209,15 +221,17 @@ kernel('TorchAttention', ({ q, k, v, mask }, b, { scale, heads }) =>
       }
     }
     // Scores and softmax in float32 (a bf16 product is widened by the float32 mask), the products in q's type.
-    const [q3, k3, v3] = [qh, kh, vh].map((h) => batched(h, tmp));
-    const scores3 = tmp(mulScalar(tmp(bmm(q3, tmp(transpose(k3, 1, 2)))), scale));
-    let scores = tmp(view(scores3, [q.shape[0], heads, lq, lk]));
-    if (mask) scores = tmp(addTensor(scores, b.h(mask)));
-    else if (b.autocast) scores = tmp(toDtype(scores, code('float32')));
-    const probs = softmax(scores, -1, false);
-    const pv = b.autocast ? tmp(toDtype(probs, code('bfloat16'))) : probs;
-    const out = tmp(bmm(tmp(view(pv, [-1, lq, lk])), v3));
-    return [b.out(mergeHeads(tmp(view(out, qh4(q, heads))), tmp), 'float32'), b.out(probs, 'float32')];
+    return oneBlasThread(b, () => {
+      const [q3, k3, v3] = [qh, kh, vh].map((h) => batched(h, tmp));
+      const scores3 = tmp(mulScalar(tmp(bmm(q3, tmp(transpose(k3, 1, 2)))), scale));
+      let scores = tmp(view(scores3, [q.shape[0], heads, lq, lk]));
+      if (mask) scores = tmp(addTensor(scores, b.h(mask)));
+      else if (b.autocast) scores = tmp(toDtype(scores, code('float32')));
+      const probs = softmax(scores, -1, false);
+      const pv = b.autocast ? tmp(toDtype(probs, code('bfloat16'))) : probs;
+      const out = tmp(bmm(tmp(view(pv, [-1, lq, lk])), v3));
+      return [b.out(mergeHeads(tmp(view(out, qh4(q, heads))), tmp), 'float32'), b.out(probs, 'float32')];
+    });
   }),
 );
 // `saved` is what the forward returned beside `out`: the log-sum-exp [B, H, Lq'] (fused) or the float32
@@ -240,17 +254,19 @@ kernel('TorchAttentionGrad', ({ dy, q, k, v, mask, out, saved }, b, { scale, hea
       return [merged(dq!), merged(dk!), merged(dv!), ...maskGrad(null)];
     }
     const [lq, lk] = [q.shape[1], k.shape[1]];
-    const [g3, q3, k3, v3] = [g, qh, kh, vh].map((h) => batched(h, tmp));
-    const p = b.h(saved); // float32 probabilities [B, H, Lq, Lk]
-    const p3 = tmp(view(b.autocast ? tmp(toDtype(p, code('bfloat16'))) : p, [-1, lq, lk]));
-    const dv = tmp(bmm(tmp(transpose(p3, 1, 2)), g3));
-    const dp = tmp(view(tmp(bmm(g3, tmp(transpose(v3, 1, 2)))), saved.shape));
-    const dscores = tmp(softmaxBackward(b.autocast ? tmp(toDtype(dp, code('float32'))) : dp, p, -1, code('float32')));
-    const ds3 = tmp(view(b.autocast ? tmp(toDtype(dscores, code('bfloat16'))) : dscores, [-1, lq, lk]));
-    const dq = tmp(mulScalar(tmp(bmm(ds3, k3)), scale));
-    const dk = tmp(mulScalar(tmp(bmm(tmp(transpose(ds3, 1, 2)), q3)), scale));
-    const heads4 = (h: Handle, t: tf.TensorInfo) => view(h, qh4(t, heads));
-    return [merged(heads4(dq, q)), merged(heads4(dk, k)), merged(heads4(dv, v)), ...maskGrad(mask ? sumToSize(dscores, mask.shape) : null)];
+    return oneBlasThread(b, () => {
+      const [g3, q3, k3, v3] = [g, qh, kh, vh].map((h) => batched(h, tmp));
+      const p = b.h(saved); // float32 probabilities [B, H, Lq, Lk]
+      const p3 = tmp(view(b.autocast ? tmp(toDtype(p, code('bfloat16'))) : p, [-1, lq, lk]));
+      const dv = tmp(bmm(tmp(transpose(p3, 1, 2)), g3));
+      const dp = tmp(view(tmp(bmm(g3, tmp(transpose(v3, 1, 2)))), saved.shape));
+      const dscores = tmp(softmaxBackward(b.autocast ? tmp(toDtype(dp, code('float32'))) : dp, p, -1, code('float32')));
+      const ds3 = tmp(view(b.autocast ? tmp(toDtype(dscores, code('bfloat16'))) : dscores, [-1, lq, lk]));
+      const dq = tmp(mulScalar(tmp(bmm(ds3, k3)), scale));
+      const dk = tmp(mulScalar(tmp(bmm(tmp(transpose(ds3, 1, 2)), q3)), scale));
+      const heads4 = (h: Handle, t: tf.TensorInfo) => view(h, qh4(t, heads));
+      return [merged(heads4(dq, q)), merged(heads4(dk, k)), merged(heads4(dv, v)), ...maskGrad(mask ? sumToSize(dscores, mask.shape) : null)];
+    });
   }),
 );
 

@@ -9,7 +9,7 @@
  * they saved as the backward pass goes, so a step peaks either at the end of the forward pass (activations)
  * or at its end (the embedding gradients of the passes), whichever holds more:
  *   per encoder pass   T·layers·(4.05·d + 2.57·ffn [+ 24.6·d with hidden dropout]) + 1.73·heads·layers·Σ rows·len²
- *   per step           max(passes + 17.6·T·d (unified heads), 4.2·vocab·d)
+ *   per step           max(passes + 17.6·T·d (unified heads), 2.6·vocab·d)
  *   RetroMAE           + the one-layer decoder as another pass + 3.5·vocab·d + 3.5·T·vocab (the MLM output layers)
  * The process's peak RSS adds the runtime (≈ 380 MB: Node, TF.js, libtorch) and, while the final model and
  * checkpoints are written, a host copy of the weights (the model export) and a couple of tensors in flight
@@ -78,7 +78,8 @@ function activationFloats(i: PlanInput, s: BatchShape): number {
   const { vocab: V, hidden: d, layers, heads, ffn, hiddenDropout } = i.model;
   const perToken = 4.05 * d + 2.57 * ffn + (hiddenDropout ? 24.6 * d : 0);
   const pass = (rows: number, len: number, l = layers) => rows * len * l * perToken + 1.73 * heads * l * rows * len * len;
-  const embeddingGrads = 4.2 * V * d;
+  // the step's one word-embedding gradient (both encoders share a gather) and the block cache's slack around it
+  const embeddingGrads = 2.6 * V * d;
   if (i.kind === 'retromae') {
     const t = s.batchSize * s.passageLength;
     return pass(s.batchSize, s.passageLength) + pass(s.batchSize, s.passageLength, 1) + 3.5 * V * d + 3.5 * t * V;

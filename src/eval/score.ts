@@ -133,10 +133,15 @@ function matches(partialText: string | null, ex: Example): boolean {
 /** Settings a partial output depends on: the model (dir, files, config, tokenizer) and the max length. */
 function settingsKey(r: Reranker, maxLength: number): string {
   const dir = path.resolve(r.source);
-  const files = fs.readdirSync(dir).sort().map((n) => {
-    const st = fs.statSync(path.join(dir, n));
-    return st.isFile() ? [n, st.size, st.mtimeMs] : [n];
-  });
+  let files: unknown[] = [];
+  try {
+    files = fs.readdirSync(dir).sort().map((n) => {
+      const st = fs.statSync(path.join(dir, n));
+      return st.isFile() ? [n, st.size, st.mtimeMs] : [n];
+    });
+  } catch {
+    /* not a dir we can list (a source named otherwise): the config and tokenizer still key it */
+  }
   const h = createHash('sha256').update(JSON.stringify({ dir, files, config: r.config.raw, tokenizer: r.tokenizer!.fingerprint, maxLength }));
   return h.digest('hex').slice(0, 12);
 }
@@ -168,15 +173,15 @@ export async function scoreTrainingFile(r: Reranker, input: string, output: stri
   if (!('lock' in got)) throw new UserError(`${output} is being written by PID ${got.holder.pid} on ${got.holder.host} (${got.holder.command}); wait for it to finish or stop it`);
   try {
     const partial = path.join(dir, `.${base}.score-${settingsKey(r, maxLength)}.partial`);
+    // pass 1: validate every line, count pairs, and find how many leading lines the partial output already holds
+    const { kept, keptBytes, examples, pairs, pairsKept } = await survey(input, partial);
+    if (examples === 0) throw new UserError(`${input}: no examples`);
     for (const n of fs.readdirSync(dir)) {
       if (n.startsWith(`.${base}.score-`) && n.endsWith('.partial') && path.join(dir, n) !== partial) {
         process.stderr.write(`${output}: discarding the partial output of a run with another model or max length (${n})\n`);
         fs.rmSync(path.join(dir, n), { force: true });
       }
     }
-    // pass 1: validate every line, count pairs, and find how many leading lines the partial output already holds
-    const { kept, keptBytes, examples, pairs, pairsKept } = await survey(input, partial);
-    if (examples === 0) throw new UserError(`${input}: no examples`);
     if (fs.existsSync(partial)) {
       fs.truncateSync(partial, keptBytes);
       if (kept > 0) process.stderr.write(`${output}: resuming after ${kept} of ${examples} examples already scored (${path.basename(partial)})\n`);

@@ -44,6 +44,8 @@ export function loadReranker(dir: string, opts: Pick<LoadOptions, 'tokenizer'> =
   const family = m.config.family;
   const labels = numLabels(m.config.raw);
   if (labels !== 1) throw new UserError(`${dir}: num_labels is ${labels}; a reranker has one logit per pair (num_labels 1, as bge-reranker)`);
+  const tok = m.tokenizer!;
+  if (tok.clsId < 0 || tok.sepId < 0) throw new UserError(`${opts.tokenizer ?? dir}: the tokenizer has no ${tok.clsId < 0 ? 'CLS / <s>' : 'SEP / </s>'} token to frame a pair with`);
   if (family === 'bert' && m.config.typeVocabSize < 2) throw new UserError(`${dir}: type_vocab_size is ${m.config.typeVocabSize}; a BERT pair needs token types 0 and 1`);
   for (const [name, shape] of Object.entries(HEAD_SHAPES[family](m.config.hidden))) {
     const t = m.params.get(name);

@@ -24,6 +24,8 @@ export { encodeIds, encodeTexts } from './model/inference';
 export type { Embedding, EncodeOptions, OutputKind } from './model/inference';
 export { colbertScore, denseScore, fuseScores, lexicalScore, MODE_ALIASES, modeNamed, MODES } from './model/scores';
 export type { Mode, ModeScores, SparseVec } from './model/scores';
+export { loadReranker } from './model/reranker';
+export type { Reranker } from './model/reranker';
 export { exportOnnx } from './model/export';
 export type { ExportOptions, ExportResult } from './model/export';
 // data
@@ -41,12 +43,14 @@ export type { DemoOptions, DemoResults } from './recipes/demo';
 export type { RunResult } from './train/trainer';
 export { planStage } from './recipes/plan';
 export type { Plan } from './train/plan';
-// evaluation and hard-negative mining
+// evaluation, hard-negative mining, reranker teacher scores
 export { evaluateBeir, formatResultsTable, retrieveBeir } from './eval/beir';
 export type { BeirEvalOptions, EvalResults } from './eval/beir';
 export { loadBeir } from './eval/data';
 export type { BeirDataset } from './eval/data';
 export { mineHardNegatives, readCandidatePool, readTrainingJsonl } from './eval/mine';
 export type { MineOptions, TrainingExample } from './eval/mine';
+export { scorePairs, scoreTrainingFile } from './eval/score';
+export type { ScoreFileStats, ScoreOptions } from './eval/score';
 // errors meant for the user (bad input): one line, no stack
 export { UserError } from './util/errors';

@@ -6,6 +6,7 @@ import { encodeCommand } from './commands/encode';
 import { pipelineCommand, trainCommand } from './commands/train';
 import { evalCommand } from './commands/eval';
 import { mineCommand } from './commands/mine';
+import { scoreCommand } from './commands/score';
 import { dataCommand } from './commands/data';
 import { demoCommand } from './commands/demo';
 import { reportCommand } from './commands/report';
@@ -27,6 +28,7 @@ export function cli(argv: string[]) {
     .command(evalCommand as never)
     .command(exportCommand as never)
     .command(mineCommand as never)
+    .command(scoreCommand as never)
     .command(dataCommand as never)
     .command(demoCommand as never)
     .command(reportCommand as never)

@@ -23,6 +23,8 @@ export interface ForwardOptions {
   dropoutRowOffset?: number;
   /** This batch's word-embedding rows [B·L, hidden] from `wordEmbeddings` (one lookup shared by several batches). */
   words?: tf.Tensor2D;
+  /** Token types [B·L] of a text pair (0 = first text, 1 = second), as HF's token_type_ids; absent = all 0. */
+  tokenTypeIds?: Int32Array;
 }
 
 /**
@@ -123,8 +125,10 @@ export function embeddings(
       pos = new Int32Array(batch * length).map((_, k) => start + (k % length));
     }
     x = tf.add(x, tf.gather(param(params, p + 'position_embeddings.weight'), tf.tensor1d(pos, 'int32')));
-    // token type ids are all 0: add row 0 (the slice keeps its gradient)
-    x = tf.add(x, tf.slice(param(params, p + 'token_type_embeddings.weight'), [0, 0], [1, cfg.hidden]));
+    const types = 'ids' in input ? opts.tokenTypeIds : undefined;
+    const typeTable = param(params, p + 'token_type_embeddings.weight');
+    // without token type ids (single texts) every row is type 0: add row 0 (the slice keeps its gradient)
+    x = tf.add(x, types ? tf.gather(typeTable, tf.tensor1d(types, 'int32')) : tf.slice(typeTable, [0, 0], [1, cfg.hidden]));
     x = ops().layerNorm(x, param(params, p + 'LayerNorm.weight'), param(params, p + 'LayerNorm.bias'), cfg.layerNormEps);
     return drop.apply(tf.reshape(x, [batch, length, cfg.hidden]), cfg.hiddenDropout) as tf.Tensor3D;
   });

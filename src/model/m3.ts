@@ -36,6 +36,8 @@ export interface LoadOptions {
   tokenizer?: string;
   /** Fail when no tokenizer is found (text input needs one; `input_ids` input does not). */
   requireTokenizer?: boolean;
+  /** Also keep these float tensors outside the encoder, under their stored names, frozen (a reranker's `classifier.*`). */
+  keepExtra?: (name: string) => boolean;
 }
 
 /** Loads an HF / FlagEmbedding / m3 model dir. Heads are optional; half-present heads are an error. */
@@ -51,6 +53,7 @@ export function loadModel(dir: string, opts: LoadOptions = {}): M3Model {
     throw new UserError(`${dir}: incomplete M3 heads (found ${heads.join(', ')}; need both colbert_linear and sparse_linear, as .pt or .safetensors)`);
   }
   for (const [name, t] of w.heads) params.set(name, ownedVariable(() => fromHost(t)));
+  for (const [name, t] of w.extra) if (t.dtype === 'float32' && opts.keepExtra?.(name)) params.set(name, ownedVariable(() => fromHost(t), false));
   checkShapes(config, params, dir);
   let tokenizer: Tokenizer | null = null;
   const tokDir = opts.tokenizer ?? dir;

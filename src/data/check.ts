@@ -75,6 +75,8 @@ export interface DataCheck {
   /** Valid rows (pretrain: texts), and the texts in them (queries, positives, negatives). */
   rows: number;
   texts: number;
+  /** Rows with teacher scores (pos_scores / neg_scores). */
+  scoredRows: number;
   /** null: the check does not apply to the format, or needs what was not given (NEEDS). */
   counts: Record<CheckName, number | null>;
   /** Lines the trainer refuses (score-length mismatches included), and empty files. */
@@ -139,6 +141,7 @@ export async function checkTrainingData(inputs: string[], opts: CheckOptions = {
   const firstSeen = new Map<string, number>();
   let rows = 0;
   let texts = 0;
+  let scoredRows = 0;
   let invalidLines = 0;
   let noNegatives = 0;
   const emptyFiles: string[] = [];
@@ -170,6 +173,7 @@ export async function checkTrainingData(inputs: string[], opts: CheckOptions = {
         continue;
       }
       const r = rec as PairRecord;
+      if (r.posScores !== null) scoredRows++;
       empty('query', r.query);
       r.pos.forEach((p, i) => empty(`pos[${i}]`, p));
       r.neg.forEach((p, i) => empty(`neg[${i}]`, p));
@@ -239,7 +243,7 @@ export async function checkTrainingData(inputs: string[], opts: CheckOptions = {
     return true;
   };
   return {
-    files, format, rows, texts,
+    files, format, rows, texts, scoredRows,
     counts: Object.fromEntries(CHECKS.map((c) => [c, applies(c) ? counts[c] : null])) as Record<CheckName, number | null>,
     invalidLines: invalidLines + emptyFiles.length,
     examples,
@@ -256,6 +260,7 @@ export function checkJson(c: DataCheck): Record<string, unknown> {
     files: c.files,
     rows: c.rows,
     texts: c.texts,
+    scored_rows: c.scoredRows,
     truncated_share: c.counts.truncated === null || c.texts === 0 ? null : c.counts.truncated / c.texts,
     examples: Object.fromEntries(Object.entries(c.examples).filter(([, v]) => v.length)),
     errors: c.errors,
@@ -276,7 +281,8 @@ const WHAT: Record<CheckName | 'invalid_lines', string> = {
 
 /** The human-readable report: a line per check with its count, its examples under it. */
 export function formatCheck(c: DataCheck): string {
-  const out: string[] = [`${c.format} data: ${c.rows} rows, ${c.texts} texts in ${c.files.length} file${c.files.length > 1 ? 's' : ''}`];
+  const scored = c.format === 'pretrain' ? '' : `, teacher scores on ${c.scoredRows === c.rows ? 'every row' : `${c.scoredRows} rows`}`;
+  const out: string[] = [`${c.format} data: ${c.rows} rows, ${c.texts} texts in ${c.files.length} file${c.files.length > 1 ? 's' : ''}${scored}`];
   for (const check of ['invalid_lines', ...CHECKS] as const) {
     const n = check === 'invalid_lines' ? c.invalidLines : c.counts[check];
     const share = check === 'truncated' && n !== null && c.texts ? ` (${((100 * n) / c.texts).toFixed(1)} %)` : '';

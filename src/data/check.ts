@@ -303,5 +303,5 @@ export function checkSummary(c: DataCheck): string {
     ...CHECKS.filter((k) => c.counts[k]).map((k) => `${k} ${c.counts[k]}`),
   ];
   const what = `${c.rows} rows in ${c.files.length} file${c.files.length > 1 ? 's' : ''}`;
-  return `data check: ${what}: ${found.length ? `${found.join(', ')} (details: m3 data check --input ${c.files.join(' ')})` : 'no problems found'}`;
+  return `data: checked ${what}: ${found.length ? `${found.join(', ')} (details: m3 data check --input ${c.files.join(' ')})` : 'no problems found'}`;
 }

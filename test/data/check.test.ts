@@ -75,7 +75,7 @@ describe('checkTrainingData', () => {
     expect(c.counts).toEqual(Object.fromEntries(CHECKS.map((k) => [k, 0])));
     expect(c).toMatchObject({ rows: 2, texts: 10, scoredRows: 2, invalidLines: 0, errors: [] });
     expect(Object.values(c.examples).every((e) => e.length === 0)).toBe(true);
-    expect(checkSummary(c)).toMatch(/^data check: 2 rows in 1 file: no problems found$/);
+    expect(checkSummary(c)).toMatch(/^data: checked 2 rows in 1 file: no problems found$/);
   });
 
   test('checks that need a tokenizer or evaluation queries are null without them; pretrain data has only empty texts', async () => {

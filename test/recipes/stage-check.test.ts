@@ -27,7 +27,7 @@ test('unified: the stage group size, leakage into eval.data, and the distillatio
   ]);
   const cfg = loadStageConfig(path.join(TINY, 'unified.yaml'), [`data.train=[${file}]`, `eval.data=${beir(path.join(dir, 'beir'))}`]) as FinetuneConfig;
   expect(cfg.data.train_group_size).toBe(4);
-  expect(await stageDataCheck(cfg)).toBe(`data check: 2 rows in 1 file: duplicate_queries 1, short_groups 1, leakage 2 (details: m3 data check --input ${file})`);
+  expect(await stageDataCheck(cfg)).toBe(`data: checked 2 rows in 1 file: duplicate_queries 1, short_groups 1, leakage 2 (details: m3 data check --input ${file})`);
   cfg.data.knowledge_distillation = true;
   expect(await stageDataCheck(cfg)).toMatch(/leakage 2 \(details: .*\); data.knowledge_distillation is on but 1 of 2 rows have no teacher scores \(their batches train without distillation\)$/);
   cfg.eval.data = undefined;
@@ -37,9 +37,9 @@ test('unified: the stage group size, leakage into eval.data, and the distillatio
 
 test('pairs and retromae stages check in their own format; prepared dataset dirs are not checked', async () => {
   const pairs = loadStageConfig(path.join(TINY, 'pairs.yaml'));
-  expect(await stageDataCheck(pairs)).toBe('data check: 10 rows in 1 file: no problems found');
+  expect(await stageDataCheck(pairs)).toBe('data: checked 10 rows in 1 file: no problems found');
   const retromae = loadStageConfig(path.join(TINY, 'retromae.yaml'));
-  expect(await stageDataCheck(retromae)).toBe('data check: 20 rows in 2 files: no problems found');
+  expect(await stageDataCheck(retromae)).toBe('data: checked 20 rows in 2 files: no problems found');
   const prepared = tmpDir();
   fs.writeFileSync(path.join(prepared, 'manifest.json'), '{}');
   pairs.data.train = [prepared];

@@ -114,8 +114,8 @@ describeTorch('data parallel (2 processes, Gloo)', () => {
     await ok(two);
     expectSameRun(`${tmp}/u2`, `${tmp}/u1`);
     // the data check on start: rank 0 only
-    expect(two[0].stderr).toMatch(/^data check: 10 rows in 1 file: /m);
-    expect(two[1].stderr).not.toContain('data check');
+    expect(two[0].stderr).toMatch(/^data: checked 10 rows in 1 file: /m);
+    expect(two[1].stderr).not.toContain('data: checked');
     // the README's torchrun line (Debian's torch 1.13: python3 -m torch.distributed.run), through npx
     const port = String(await freePort());
     const r = spawnSync('/usr/bin/python3', ['-m', 'torch.distributed.run', '--redirects', '2', '--tee', '2', '--nproc_per_node', '2', '--master_port', port, '--no_python',

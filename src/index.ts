@@ -32,6 +32,8 @@ export type { ExportOptions, ExportResult } from './model/export';
 export { prepareDataset } from './data/prepare';
 export type { PrepareOptions } from './data/prepare';
 export { openDataset } from './data/reader';
+export { checkTrainingData, normalizeText } from './data/check';
+export type { CheckOptions, DataCheck } from './data/check';
 export type { DatasetReader, ReaderOptions } from './data/reader';
 // training: stage configs, one stage, a pipeline, the demo
 export { loadStageConfig, STAGES } from './recipes/stage-config';
@@ -46,7 +48,7 @@ export type { Plan } from './train/plan';
 // evaluation, hard-negative mining, reranker teacher scores
 export { evaluateBeir, formatResultsTable, retrieveBeir } from './eval/beir';
 export type { BeirEvalOptions, EvalResults } from './eval/beir';
-export { loadBeir } from './eval/data';
+export { loadBeir, loadBeirQueries } from './eval/data';
 export type { BeirDataset } from './eval/data';
 export { mineHardNegatives, readCandidatePool, readTrainingJsonl } from './eval/mine';
 export type { MineOptions, TrainingExample } from './eval/mine';

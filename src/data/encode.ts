@@ -12,28 +12,40 @@ export interface TokenizedChunk {
   offsets: Int32Array;
 }
 
+const specialCount = (tok: Tokenizer): number => (tok.clsId >= 0 ? 1 : 0) + (tok.sepId >= 0 ? 1 : 0);
+
 /**
- * encode(text, maxLength) without tokenizing all of a long text: a prefix cut at a space is tokenized
- * first, and kept when it already yields more tokens than fit. Pre-tokenizers split at spaces, so the
- * tokens before the cut are the ones the whole text gives; otherwise the whole text is tokenized.
+ * The content tokens of a prefix of `text` cut at a space, once such a prefix already has more than `budget`
+ * of them; null when none has (then only the whole text tells). Pre-tokenizers split at spaces, so the
+ * tokens before the cut are the ones the whole text gives: a long text is not tokenized to its end.
  */
-export function encodeTruncated(tok: Tokenizer, text: string, maxLength: number): number[] {
-  const nSpecial = (tok.clsId >= 0 ? 1 : 0) + (tok.sepId >= 0 ? 1 : 0);
-  const budget = maxLength - nSpecial;
+function overBudgetPrefix(tok: Tokenizer, text: string, budget: number): number[] | null {
   let chars = budget * 5 + 32;
   while (text.length > chars) {
     const cut = text.lastIndexOf(' ', chars);
     if (cut <= 0) break;
     const ids = tok.tokenize(text.slice(0, cut));
-    if (ids.length > budget) {
-      const out = ids.slice(0, budget);
-      if (tok.clsId >= 0) out.unshift(tok.clsId);
-      if (tok.sepId >= 0) out.push(tok.sepId);
-      return out;
-    }
+    if (ids.length > budget) return ids;
     chars *= 2;
   }
-  return tok.encode(text, maxLength);
+  return null;
+}
+
+/** encode(text, maxLength) without tokenizing all of a long text (see overBudgetPrefix). */
+export function encodeTruncated(tok: Tokenizer, text: string, maxLength: number): number[] {
+  const budget = maxLength - specialCount(tok);
+  const ids = overBudgetPrefix(tok, text, budget);
+  if (!ids) return tok.encode(text, maxLength);
+  const out = ids.slice(0, budget);
+  if (tok.clsId >= 0) out.unshift(tok.clsId);
+  if (tok.sepId >= 0) out.push(tok.sepId);
+  return out;
+}
+
+/** Whether encode(text, maxLength) cuts the text: its tokens and the special tokens exceed maxLength. */
+export function isTruncated(tok: Tokenizer, text: string, maxLength: number): boolean {
+  const budget = maxLength - specialCount(tok);
+  return overBudgetPrefix(tok, text, budget) !== null || tok.tokenize(text).length > budget;
 }
 
 /** About how many characters tokenizing `text` looks at (a truncated text: its prefix): the chunk-size measure. */

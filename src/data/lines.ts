@@ -136,6 +136,8 @@ export function readLines(file: string, onBytes?: (n: number) => void): { lines:
       const code = (e as NodeJS.ErrnoException).code;
       if (gz && (code === 'Z_DATA_ERROR' || code === 'Z_BUF_ERROR')) throw new UserError(`${file}: not a valid gzip file (${(e as Error).message})`);
       throw new UserError(`${file}: cannot read (${code ?? (e as Error).message})`);
+    } finally {
+      raw.destroy(); // a reader that stops early (a `break` out of the lines) leaves no file open
     }
     if (carried) {
       const l = emit(Buffer.concat(carry));

@@ -190,3 +190,18 @@ export function isInvalidRecord(r: ParsedRecord | Invalid): r is Invalid {
 export function describeInvalid(where: string, inv: Invalid): string {
   return `${where}: ${inv.field ? `${inv.field}: ` : ''}${inv.message}`;
 }
+
+/**
+ * The format a line's keys say it is in (for commands that take --format as optional): `query` with `neg`
+ * → finetune, `query` without → pairs, `text` / `content` → pretrain; null when the line is not an object
+ * with one of those keys.
+ */
+export function detectFormat(text: string | null): DataFormat | null {
+  if (text === null) return null;
+  const v = parseJsonLine(text);
+  if (!v || typeof v !== 'object' || Array.isArray(v) || isInvalid(v)) return null;
+  const obj = v as Record<string, unknown>;
+  if (obj.query !== undefined) return obj.neg !== undefined ? 'finetune' : 'pairs';
+  if (obj.text !== undefined || obj.content !== undefined) return 'pretrain';
+  return null;
+}

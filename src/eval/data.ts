@@ -90,8 +90,8 @@ export function readBeirQrels(file: string): Qrels {
   return qrels;
 }
 
-/** Loads a BEIR folder's corpus, the split's qrels and their queries (the first `maxQueries` in qrels order). */
-export function loadBeir(dir: string, split = 'dev', opts: { maxQueries?: number } = {}): BeirDataset {
+/** A BEIR folder's qrels of `split` and the queries they judge (every one must be in queries.jsonl). */
+function readJudgedQueries(dir: string, split: string): { qrels: Qrels; queries: Map<string, string> } {
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new UserError(`${dir}: BEIR folder does not exist`);
   const qrelsFile = path.join(dir, 'qrels', `${split}.tsv`);
   if (!fs.existsSync(qrelsFile)) {
@@ -99,13 +99,27 @@ export function loadBeir(dir: string, split = 'dev', opts: { maxQueries?: number
     throw new UserError(`${qrelsFile}: no qrels for split '${split}'${have.length ? ` (splits here: ${have.join(', ')})` : ''}`);
   }
   const queriesFile = path.join(dir, 'queries.jsonl');
-  let qrels = readBeirQrels(qrelsFile);
+  const qrels = readBeirQrels(qrelsFile);
   const queries = readBeirQueries(queriesFile);
-  const corpus = readBeirCorpus(corpusFile(dir));
-  let queryIds = [...qrels.keys()];
-  for (const qid of queryIds) {
+  for (const qid of qrels.keys()) {
     if (!queries.has(qid)) throw new UserError(`${qrelsFile}: query '${qid}' is not in ${queriesFile}`);
   }
+  return { qrels, queries };
+}
+
+/** The queries a split evaluates (id → text, qrels order), without reading the corpus. */
+export function loadBeirQueries(dir: string, split = 'dev'): Map<string, string> {
+  const { qrels, queries } = readJudgedQueries(dir, split);
+  return new Map([...qrels.keys()].map((q) => [q, queries.get(q)!]));
+}
+
+/** Loads a BEIR folder's corpus, the split's qrels and their queries (the first `maxQueries` in qrels order). */
+export function loadBeir(dir: string, split = 'dev', opts: { maxQueries?: number } = {}): BeirDataset {
+  const judged = readJudgedQueries(dir, split);
+  const queries = judged.queries;
+  let qrels = judged.qrels;
+  const corpus = readBeirCorpus(corpusFile(dir));
+  let queryIds = [...qrels.keys()];
   if (opts.maxQueries !== undefined && opts.maxQueries < queryIds.length) {
     queryIds = queryIds.slice(0, opts.maxQueries);
     qrels = new Map(queryIds.map((q) => [q, qrels.get(q)!]));

@@ -18,6 +18,7 @@ import { distEnvFrom } from '../util/dist-env';
 import { UserError } from '../util/errors';
 import { acquireRunLock } from '../util/run-lock';
 import { Infer, Schema } from '../util/schema';
+import { stageDataCheck } from './stage-check';
 import { loadStageConfig, StageConfig } from './stage-config';
 
 const PIPELINE_SCHEMA = {
@@ -40,12 +41,15 @@ export interface StartAt {
 
 /**
  * Runs one stage config, holding its output_dir's lock from the start (before the model and data load, so
- * a second writer is refused at once); under data parallelism rank 0 holds it for all ranks.
+ * a second writer is refused at once), after a one-line check of its JSONL data (stage-check); under data
+ * parallelism rank 0 holds the lock and prints the check for all ranks.
  */
 export async function runStage(cfg: StageConfig, opts: Omit<RunOptions, 'outputDir'>): Promise<RunResult> {
   const lead = (distEnvFrom(process.env)?.rank ?? 0) === 0;
   const lock = lead && !opts.planOnly ? acquireRunLock(cfg.output_dir, `${cfg.stage} training`) : null;
   try {
+    const summary = lead && !opts.planOnly ? await stageDataCheck(cfg) : null;
+    if (summary) process.stderr.write(`${summary}\n`);
     return await (cfg.stage === 'retromae' ? runPretrain(cfg, opts) : runFinetune(cfg, opts));
   } finally {
     lock?.release();

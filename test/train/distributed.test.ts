@@ -110,8 +110,12 @@ describeTorch('data parallel (2 processes, Gloo)', () => {
 
   test('unified with self-distillation, all heads cross-device: 2 × 4 rows == 1 × 8 rows (env launch and torchrun)', async () => {
     await single(UNIFIED, `${tmp}/u1`, ['--set', 'data.batch_size=8']);
-    await ok(await ranks(2, [UNIFIED, ...STEPS, '--set', `output_dir=${tmp}/u2`, '--set', 'data.batch_size=4', ...ALL_HEADS]));
+    const two = await ranks(2, [UNIFIED, ...STEPS, '--set', `output_dir=${tmp}/u2`, '--set', 'data.batch_size=4', ...ALL_HEADS]);
+    await ok(two);
     expectSameRun(`${tmp}/u2`, `${tmp}/u1`);
+    // the data check on start: rank 0 only
+    expect(two[0].stderr).toMatch(/^data: checked 10 rows in 1 file: /m);
+    expect(two[1].stderr).not.toContain('data: checked');
     // the README's torchrun line (Debian's torch 1.13: python3 -m torch.distributed.run), through npx
     const port = String(await freePort());
     const r = spawnSync('/usr/bin/python3', ['-m', 'torch.distributed.run', '--redirects', '2', '--tee', '2', '--nproc_per_node', '2', '--master_port', port, '--no_python',

@@ -1,9 +1,15 @@
-/** `m3 data prepare`: FlagEmbedding JSONL (or raw text) → tokenized Arrow by length bucket + manifest.json. */
+/**
+ * `m3 data prepare`: FlagEmbedding JSONL (or raw text) → tokenized Arrow by length bucket + manifest.json;
+ * `m3 data check`: what in the JSONL would hurt or stop training, before it starts.
+ */
 import * as os from 'os';
 import type { Argv, CommandModule } from 'yargs';
 import { loadTokenizer } from '../../model/tokenizer';
 import { prepareDataset } from '../../data/prepare';
+import { checkJson, checkTrainingData, formatCheck } from '../../data/check';
 import { DataFormat, DATA_FORMATS } from '../../data/records';
+import { loadBeirQueries } from '../../eval/data';
+import { UserError } from '../../util/errors';
 import { CommonArgs, handler, printJson } from '../run';
 
 interface PrepareArgs extends CommonArgs {
@@ -72,12 +78,70 @@ const prepareCommand: CommandModule<object, PrepareArgs> = {
   }),
 };
 
+interface CheckArgs extends CommonArgs {
+  input: string[];
+  format?: DataFormat;
+  groupSize?: number;
+  tokenizer?: string;
+  maxLength?: number;
+  queryMaxLength?: number;
+  eval?: string;
+  evalSplit: string;
+  skipInvalid?: boolean;
+  examples: number;
+  json?: boolean;
+}
+
+const checkCommand: CommandModule<object, CheckArgs> = {
+  command: 'check',
+  describe: 'Check training JSONL before training: duplicates, false negatives, empty or over-long texts, short groups, score lengths, leakage',
+  builder: (y: Argv) => y
+    .option('input', { type: 'string', array: true, demandOption: true, describe: 'JSONL files (.jsonl, .json, .jsonl.gz) or directories of them' })
+    .option('format', { type: 'string', choices: DATA_FORMATS, describe: 'finetune | pairs | pretrain (default: from the first line: query+neg, query, text)' })
+    .option('group-size', { type: 'number', describe: 'train_group_size for the short-group check (default 8; 1 for pairs); a row\'s train_group_size column wins' })
+    .option('tokenizer', { type: 'string', describe: 'model dir or tokenizer folder: count texts over --max-length tokens' })
+    .option('max-length', { type: 'number', describe: 'passage max length in tokens, specials included (with --tokenizer)' })
+    .option('query-max-length', { type: 'number', describe: 'query max length in tokens (default: --max-length)' })
+    .option('eval', { type: 'string', describe: 'BEIR folder: count training queries and positives that are evaluation queries (leakage)' })
+    .option('eval-split', { type: 'string', default: 'dev', describe: 'the evaluation split: qrels/<split>.tsv names its queries' })
+    .option('skip-invalid', { type: 'boolean', describe: 'invalid lines are skipped in training (data.skip_invalid): warnings, not errors' })
+    .option('examples', { type: 'number', default: 3, describe: 'examples shown per check' })
+    .option('json', { type: 'boolean', describe: 'print one JSON object: the counts, examples and errors' })
+    .implies('tokenizer', 'max-length')
+    .implies('max-length', 'tokenizer')
+    .implies('query-max-length', 'tokenizer')
+    .example('$0 data check --input train.jsonl', 'counts and examples on stdout; exit 1 only when training would fail')
+    .example('$0 data check --input train.jsonl --tokenizer ./bge-m3 --query-max-length 512 --max-length 8192', 'also the texts training truncates')
+    .example('$0 data check --input train/ --eval ./nfcorpus --eval-split test --json', 'leakage into the test queries, as JSON')
+    .epilogue('Exit code 1 when training would fail: lines the trainer refuses (malformed JSON, missing or mistyped fields, '
+      + 'score arrays of the wrong length; not with --skip-invalid), rows without negatives where a group needs them, no rows. '
+      + 'Near-duplicates compare text after NFKC, lower-casing, and turning every run of non-letters/digits into one space.') as never,
+  handler: handler<CheckArgs>(async (args) => {
+    if (args.examples !== undefined && !(Number.isInteger(args.examples) && args.examples >= 0)) throw new UserError(`--examples must be an integer ≥ 0, got ${args.examples}`);
+    const c = await checkTrainingData(args.input, {
+      format: args.format,
+      groupSize: args.groupSize,
+      tokenizer: args.tokenizer ? loadTokenizer(args.tokenizer) : undefined,
+      maxLength: args.maxLength,
+      queryMaxLength: args.queryMaxLength,
+      evalQueries: args.eval ? loadBeirQueries(args.eval, args.evalSplit) : undefined,
+      skipInvalid: args.skipInvalid,
+      examples: args.examples,
+    });
+    if (args.json) printJson(checkJson(c));
+    else process.stdout.write(formatCheck(c));
+    if (c.errors.length) throw new UserError(`training would fail: ${c.errors[0]}${c.errors.length > 1 ? ` (and ${c.errors.length - 1} more, see the report)` : ''}`);
+  }),
+};
+
 export const dataCommand: CommandModule<object, object> = {
   command: 'data <action>',
-  describe: 'Prepare training data (JSONL → tokenized Arrow)',
+  describe: 'Prepare training data (JSONL → tokenized Arrow), or check it before training',
   builder: (y: Argv) => y
     .command(prepareCommand as never)
-    .demandCommand(1, 'name an action: prepare')
-    .example('$0 data prepare --format finetune --input train/ --model ./bge-m3 --output data/ft', 'prepare fine-tuning data') as never,
+    .command(checkCommand as never)
+    .demandCommand(1, 'name an action: prepare, check')
+    .example('$0 data prepare --format finetune --input train/ --model ./bge-m3 --output data/ft', 'prepare fine-tuning data')
+    .example('$0 data check --input train.jsonl --eval ./nfcorpus', 'check it first') as never,
   handler: () => undefined,
 };

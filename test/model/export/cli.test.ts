@@ -93,8 +93,8 @@ test('the happy path: a summary on stdout, --json, and a re-export replacing the
   expect(r.stdout).toMatch(/outputs last_hidden_state, dense_vecs, sparse_weights, colbert_vecs/);
   expect(r.stdout).toMatch(/int8 {2}onnx\/model_quantized\.onnx/);
   expect(fs.readdirSync(path.join(out, 'onnx')).sort()).toEqual(['model.onnx', 'model_quantized.onnx']);
-  // no tokenizer in the golden model dir: the export still works, with config.json and the graphs only
-  expect(fs.readdirSync(out).sort()).toEqual(['config.json', 'onnx']);
+  // no tokenizer in the golden model dir: the export still works, with config.json, the graphs and the model card only
+  expect(fs.readdirSync(out).sort()).toEqual(['README.md', 'config.json', 'onnx']);
 
   const j = runCli(['export', '--model', GOLDEN_MODEL, '--output', out, '--dtype', 'fp16', '--opset', '14', '--json']);
   expect(j.code).toBe(0);

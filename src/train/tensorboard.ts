@@ -54,18 +54,18 @@ export function openEventLog(outputDir: string, resumeStep: number | null): Even
   const fd = fs.openSync(file, 'a');
   const now = () => Date.now() / 1000;
   const write = (events: Buffer[]) => {
-    const buf = Buffer.concat(events.map(record));
+    const buf = Buffer.concat(events.map(tfRecord));
     for (let done = 0; done < buf.length;) done += fs.writeSync(fd, buf, done, buf.length - done);
   };
-  write([event(now(), 0, { fileVersion: 'brain.Event:2' })]);
-  if (resumeStep !== null) write([event(now(), resumeStep + 1, { sessionStart: true })]);
+  write([encodeEvent(now(), 0, { fileVersion: 'brain.Event:2' })]);
+  if (resumeStep !== null) write([encodeEvent(now(), resumeStep + 1, { sessionStart: true })]);
   let open = true;
   return {
     log: (row) => {
       const step = Number(row.step ?? 0);
       const t = now();
       const scalars = Object.entries(row).filter((e): e is [string, number] => e[0] !== 'step' && typeof e[1] === 'number' && Number.isFinite(e[1]));
-      write(scalars.map(([k, v]) => event(t, step, { scalar: [tensorboardTag(k), v] })));
+      write(scalars.map(([k, v]) => encodeEvent(t, step, { scalar: [tensorboardTag(k), v] })));
     },
     sync: () => fs.fsyncSync(fd),
     close: () => {
@@ -90,7 +90,7 @@ function truncateEvents(file: string, step: number): void {
 // --- TFRecord framing -------------------------------------------------------------------------------------
 
 /** One TFRecord: length, masked CRC32C of the length's 8 bytes, data, masked CRC32C of the data. */
-function record(data: Buffer): Buffer {
+export function tfRecord(data: Buffer): Buffer {
   const out = Buffer.alloc(data.length + 16);
   out.writeBigUInt64LE(BigInt(data.length), 0);
   out.writeUInt32LE(maskedCrc(out.subarray(0, 8)), 8);
@@ -146,10 +146,11 @@ const bytesField = (field: number, data: Buffer) => Buffer.concat([Buffer.from([
 
 /**
  * Event { double wall_time = 1; int64 step = 2; oneof what { string file_version = 3; Summary summary = 5;
- * SessionLog session_log = 6; } }, Summary { repeated Value value = 1; }, Value { string tag = 1;
- * float simple_value = 2; }, SessionLog { SessionStatus status = 1; } (START = 1).
+ * SessionLog session_log = 7; } SourceMetadata source_metadata = 10; }, Summary { repeated Value value = 1; },
+ * Value { string tag = 1; float simple_value = 2; }, SessionLog { SessionStatus status = 1; } (START = 1),
+ * SourceMetadata { string writer = 1; }. Fields in number order, defaults left out, as protobuf writes them.
  */
-function event(wallTime: number, step: number, what: { fileVersion?: string; scalar?: [string, number]; sessionStart?: boolean }): Buffer {
+export function encodeEvent(wallTime: number, step: number, what: { fileVersion?: string; scalar?: [string, number]; sessionStart?: boolean }): Buffer {
   const time = Buffer.alloc(8);
   time.writeDoubleLE(wallTime);
   const parts = [Buffer.from(key(1, 1)), time];
@@ -161,7 +162,8 @@ function event(wallTime: number, step: number, what: { fileVersion?: string; sca
     const value = Buffer.concat([bytesField(1, Buffer.from(what.scalar[0], 'utf8')), Buffer.from(key(2, 5)), v]);
     parts.push(bytesField(5, bytesField(1, value)));
   }
-  if (what.sessionStart) parts.push(bytesField(6, Buffer.from([...key(1, 0), 1])));
+  if (what.sessionStart) parts.push(bytesField(7, Buffer.from([...key(1, 0), 1])));
+  if (what.fileVersion) parts.push(bytesField(10, bytesField(1, Buffer.from('m3-train', 'utf8'))));
   return Buffer.concat(parts);
 }
 

@@ -35,21 +35,32 @@ export interface EventLog {
 }
 
 /**
- * Opens the run's event log: a fresh run (`resumeStep` null) starts with no event files; a resumed one keeps
- * the earlier files' events up to `resumeStep` and writes the rest to a new file.
+ * The event files a run starts from, kept in step with metrics.jsonl whether or not this run writes any: a
+ * fresh run (`step` null) removes them; a resumed one keeps their events up to the checkpoint's `step`.
+ */
+export function resetEventFiles(outputDir: string, step: number | null): void {
+  for (const file of eventFilesOf(outputDir)) {
+    if (step === null) fs.rmSync(file, { force: true });
+    else truncateEvents(file, step);
+  }
+}
+
+/** The run's event files, in the order TensorBoard reads them (by name). */
+function eventFilesOf(outputDir: string): string[] {
+  const dir = path.join(outputDir, EVENTS_DIR);
+  return fs.existsSync(dir) ? fs.readdirSync(dir).filter((n) => EVENT_FILE.test(n)).sort().map((n) => path.join(dir, n)) : [];
+}
+
+/**
+ * Opens a new event file after the run's others (`resetEventFiles` has dealt with them); a resumed run
+ * (`resumeStep` set) starts it with SessionLog START at the step after the checkpoint.
  */
 export function openEventLog(outputDir: string, resumeStep: number | null): EventLog {
   const dir = path.join(outputDir, EVENTS_DIR);
   fs.mkdirSync(dir, { recursive: true });
-  const old = fs.readdirSync(dir).filter((n) => EVENT_FILE.test(n)).sort();
-  for (const name of old) {
-    const file = path.join(dir, name);
-    if (resumeStep === null) fs.rmSync(file, { force: true });
-    else truncateEvents(file, resumeStep);
-  }
   // a name after every earlier one: TensorBoard reads a run's files in name order
-  const newest = old.length ? Number(EVENT_FILE.exec(old[old.length - 1])![1]) : 0;
-  const time = Math.max(Math.floor(Date.now() / 1000), resumeStep === null ? 0 : newest + 1);
+  const newest = Math.max(0, ...eventFilesOf(outputDir).map((f) => Number(EVENT_FILE.exec(path.basename(f))![1])));
+  const time = Math.max(Math.floor(Date.now() / 1000), newest + 1);
   const file = path.join(dir, `events.out.tfevents.${String(time).padStart(10, '0')}.${os.hostname()}.${process.pid}.${fileCount++}`);
   const fd = fs.openSync(file, 'a');
   const now = () => Date.now() / 1000;

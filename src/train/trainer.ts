@@ -19,7 +19,7 @@ import { deriveSeed } from '../util/rng';
 import { AdamW, adamwStep, clipGradNorm, createAdamW, disposeAdamW, exportAdamW, importAdamW } from './adamw';
 import { appendMetrics, isFinished, lastEvaluation, listCheckpoints, loadCheckpoint, markFinished, saveCheckpoint, truncateMetrics } from './checkpoint';
 import { reportsToTensorboard, TrainConfig } from './config';
-import { EventLog, openEventLog } from './tensorboard';
+import { EventLog, openEventLog, resetEventFiles } from './tensorboard';
 import { lrAt, warmupSteps } from './schedule';
 import { barrier, currentGroup, Group, LostRankError } from '../backend/dist';
 import { setBf16Autocast } from '../backend';
@@ -209,14 +209,17 @@ function planSteps<B>(stage: Stage<B>, cfg: TrainConfig): { total: number; warmu
 
 /**
  * Exact resume: weights, optimizer moments, counters, best score and data position come back from the
- * newest checkpoint, and metrics logged after it are dropped. A fresh run starts with empty metrics.
+ * newest checkpoint, and metrics logged after it are dropped (event files too). A fresh run starts with empty metrics.
  */
 function resumeOrStartFresh<B>(run: Run<B>, resume: boolean | undefined): LoopState {
   const { stage, opt, out, total } = run;
   const ckpts = resume ? listCheckpoints(out) : [];
   if (!ckpts.length) {
     if (resume && run.lead) process.stderr.write(`${stage.name}: no checkpoint in ${out}; starting fresh\n`);
-    if (run.lead) fs.rmSync(path.join(out, 'metrics.jsonl'), { force: true });
+    if (run.lead) {
+      fs.rmSync(path.join(out, 'metrics.jsonl'), { force: true });
+      resetEventFiles(out, null);
+    }
     return { step: 0, micro: 0, best: -Infinity, lastSaved: -1 };
   }
   const ck = loadCheckpoint(ckpts[ckpts.length - 1].dir);
@@ -233,6 +236,7 @@ function resumeOrStartFresh<B>(run: Run<B>, resume: boolean | undefined): LoopSt
   stage.seek(ck.state.dataPosition as { epoch: number; batch: number });
   if (run.lead) {
     truncateMetrics(out, step);
+    resetEventFiles(out, step);
     process.stderr.write(`${stage.name}: resuming from ${ck.dir} (step ${step} of ${total})\n`);
   }
   return state;

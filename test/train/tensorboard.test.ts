@@ -148,6 +148,16 @@ test('resume after a crash (a record cut mid-write included) shows every step on
   expect(scalars(out).steps.get('train/loss')).toEqual([1, 2]);
 });
 
+test('a resume without report_to still drops the events after the checkpoint, as metrics.jsonl drops its rows', async () => {
+  const out = tmp();
+  const cfg = { ...base, max_steps: 6, save_steps: 3 };
+  await expect(runTraining(toyStage(4), cfg, { outputDir: out })).rejects.toThrow('simulated crash');
+  expect(scalars(out).steps.get('train/loss')).toEqual([1, 2, 3, 4]);
+  await runTraining(toyStage(), { ...cfg, report_to: [] }, { outputDir: out, resume: true });
+  expect(eventFiles(out)).toHaveLength(1);
+  expect(scalars(out).steps.get('train/loss')).toEqual([1, 2, 3]);
+});
+
 test('train.report_to: a list, its one-word form, none, and what is refused', () => {
   const config = path.resolve(__dirname, '../../configs/tiny/unified.yaml');
   const load = (v: string) => loadStageConfig(config, [`train.report_to=${v}`]).train.report_to;

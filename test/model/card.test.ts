@@ -1,12 +1,17 @@
 /**
  * Model cards (README.md): the Hub's YAML front matter parsed back with the `yaml` package, the body's
  * training, data and evaluation sections, base_model only for a Hub id (or a Hugging Face cache snapshot),
- * and the training record carried from a stage's starting dir. End to end: test/recipes/pipeline.test.ts.
+ * the training record carried from a stage's starting dir, and a stage that evaluates: its final and best
+ * models' cards hold their evaluations. The pipeline's cards and an export's: test/recipes/pipeline.test.ts.
  */
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { parseCard } from '../helpers/card';
+import { useBackend } from '../../src/backend';
+import { runStage } from '../../src/recipes/pipeline';
+import { loadStageConfig } from '../../src/recipes/stage-config';
+import { writeToyBeir } from '../eval/fixtures';
 import { extendRecord, hubIdOf, modelCard, RECORD_FILE, TrainingRecord } from '../../src/model/card';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'm3-card-'));
@@ -82,4 +87,26 @@ test('extendRecord: base_model from a Hub id, carried on from a dir with a recor
   // an unreadable record starts anew rather than failing the save
   fs.writeFileSync(path.join(local, RECORD_FILE), '{ not json');
   expect(extendRecord(local, s, {}).stages.length).toBe(1);
+});
+
+test('a stage with evaluation: final/ and best/ cards hold the evaluation their model got, as metrics.jsonl logged it', async () => {
+  await useBackend('wasm');
+  const out = path.join(tmp, 'evaluated');
+  const cfg = loadStageConfig(path.resolve(__dirname, '../../configs/tiny/unified.yaml'), [`output_dir=${out}`, 'train.max_steps=2', 'train.save_steps=0',
+    `eval.data=${writeToyBeir(path.join(tmp, 'beir'))}`, 'eval.steps=1', 'eval.modes=[dense, all]', 'model.license=mit']);
+  await runStage(cfg, {});
+  const rows = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
+  const evals = rows.filter((r) => 'eval/dense/ndcg@10' in r);
+  expect(evals.map((r) => r.step)).toEqual([1, 2]);
+  const table = (r: Record<string, number>) => ['dense', 'all'].map((m) => `| ${m} | ${['ndcg@10', 'recall@100', 'mrr@10'].map((k) => r[`eval/${m}/${k}`].toFixed(4)).join(' | ')} |`);
+  const final = parseCard(fs.readFileSync(path.join(out, 'final/README.md'), 'utf8'));
+  expect(final.front).toMatchObject({ license: 'mit', pipeline_tag: 'sentence-similarity' });
+  for (const line of table(evals[1])) expect(final.body).toContain(line);
+  const record = JSON.parse(fs.readFileSync(path.join(out, 'final', RECORD_FILE), 'utf8')) as TrainingRecord;
+  expect(record.stages[0].eval).toEqual(Object.fromEntries(Object.entries(evals[1]).filter(([k]) => k.startsWith('eval/'))));
+  // best/ is the model of the first evaluation with the highest score (eval.metric of mode all)
+  const bestStep = evals.reduce((b, r) => (r['eval/all/ndcg@10'] > b['eval/all/ndcg@10'] ? r : b)).step;
+  const best = parseCard(fs.readFileSync(path.join(out, 'best/README.md'), 'utf8'));
+  expect(best.body).toContain(`| 1 | unified | ${bestStep} | random initialisation |`);
+  for (const line of table(evals[bestStep - 1])) expect(best.body).toContain(line);
 });

@@ -99,9 +99,9 @@ export function exportWeights(m: M3Model): { encoder: TensorMap; heads: TensorMa
   return { encoder, heads };
 }
 
-/** Writes the model dir (HF + FlagEmbedding + sentence-transformers layout), atomically. */
 /**
- * Writes the model as an HF / FlagEmbedding / sentence-transformers dir with its model card: `record` says
+ * Writes the model dir (HF + FlagEmbedding + sentence-transformers layout), atomically, with its model card
+ * (README.md, from m3_training.json, both written beside the weights): `record` says
  * how it was trained (a stage passes it); without one, the record of the dir it was loaded from carries over.
  */
 export async function saveModel(m: M3Model, dir: string, extraFiles?: Record<string, Uint8Array | string>, record?: TrainingRecord): Promise<void> {

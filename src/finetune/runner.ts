@@ -13,7 +13,7 @@ import { CrossDevice } from '../losses/m3-loss';
 import { isRestart, joinProcessGroup, manifestsOf, rank0First } from '../train/distributed';
 import { countParams, planModel } from '../train/plan';
 import { RunOptions, RunResult, runTraining, Stage } from '../train/trainer';
-import { stageDatasets } from '../train/stage-data';
+import { stageDatasets, stageRecord } from '../train/stage-data';
 import { check } from '../util/errors';
 import { FinetuneConfig } from './config';
 import { m3Step } from './m3-step';
@@ -83,7 +83,13 @@ export async function runFinetune(cfg: FinetuneConfig, opts: Omit<RunOptions, 'o
       const tokens = count(batch.queries.attentionMask) + count(batch.passages.attentionMask);
       return { loss: r.loss, grads: r.grads, parts: r.parts, tokens };
     },
-    saveFinal: (dir) => saveModel(model, dir),
+    saveFinal: (dir, trained) => saveModel(model, dir, undefined, stageRecord({
+      stage: cfg.stage, init: cfg.model.init, license: cfg.model.license, dirs, trained, settings: {
+        loss: unified ? cfg.loss : { temperature: cfg.loss.temperature, unified_finetuning: false, negatives_cross_device: cfg.loss.negatives_cross_device },
+        data: { query_max_len: cfg.data.query_max_len, passage_max_len: cfg.data.passage_max_len, train_group_size: cfg.data.train_group_size, batch_size: cfg.data.batch_size, knowledge_distillation: cfg.data.knowledge_distillation },
+        train: { learning_rate: cfg.train.learning_rate, grad_accum: cfg.train.grad_accum, world_size: group?.worldSize ?? 1 },
+      },
+    })),
     evaluate: stageEvaluator(model, cfg.eval),
     identity: { config: cfg, data: manifestsOf(dirs) },
     resources: {

@@ -8,6 +8,7 @@ import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../util/errors';
 import { recoverDir } from '../util/fsx';
+import { CARD_FILE, hubIdOf, modelCard, readTrainingRecord, RECORD_FILE, TrainingRecord } from './card';
 import { EncoderConfig, parseConfig, readConfig } from './config';
 import { CONFIG_OVERRIDES, ConfigOverrides } from './schema';
 import { Params } from './encoder';
@@ -101,16 +102,22 @@ export function exportWeights(m: M3Model): { encoder: TensorMap; heads: TensorMa
   return { encoder, heads };
 }
 
-/** Writes the model dir (HF + FlagEmbedding + sentence-transformers layout), atomically. */
-export async function saveModel(m: M3Model, dir: string, extraFiles?: Record<string, Uint8Array | string>): Promise<void> {
+/**
+ * Writes the model dir (HF + FlagEmbedding + sentence-transformers layout), atomically, with its model card
+ * (README.md, from m3_training.json, both written beside the weights): `record` says
+ * how it was trained (a stage passes it); without one, the record of the dir it was loaded from carries over.
+ */
+export async function saveModel(m: M3Model, dir: string, extraFiles?: Record<string, Uint8Array | string>, record?: TrainingRecord): Promise<void> {
   const { encoder, heads } = exportWeights(m);
+  const rec = record ?? readTrainingRecord(m.source) ?? { base_model: hubIdOf(m.source), license: null, datasets: [], stages: [] };
+  const card = { [CARD_FILE]: modelCard(rec, { config: m.config.raw, colbertDim: colbertDim(m) }), [RECORD_FILE]: JSON.stringify(rec, null, 2) + '\n' };
   await writeModelDir(dir, {
     config: m.config.raw,
     encoder,
     heads: heads.size ? heads : undefined,
     tokenizer: m.tokenizer ?? undefined,
     normalize: true,
-    extraFiles,
+    extraFiles: { ...card, ...extraFiles },
   });
 }
 

@@ -20,6 +20,7 @@ export const MODEL_SCHEMA = {
   init: { type: 'string', optional: true, doc: 'model dir to start from (HF / FlagEmbedding / a previous stage)' },
   config: { type: 'string', optional: true, doc: 'HF config.json to start from scratch (with `tokenizer`)' },
   tokenizer: { type: 'string', optional: true, doc: 'tokenizer dir (default: the init dir)' },
+  license: { type: 'string', optional: true, doc: 'license id for the model card (apache-2.0, mit, ...)' },
   extend_positions: { type: 'int', default: 0, min: 0, doc: 'grow the position table to this many rows (stage 1 of the paper: 8194)' },
   ...CONFIG_OVERRIDE_SCHEMA,
 } as const satisfies Schema;

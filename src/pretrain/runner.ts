@@ -12,7 +12,7 @@ import { encodeSafetensors, readSafetensors } from '../model/weights/safetensors
 import { isRestart, joinProcessGroup, manifestsOf, rank0First } from '../train/distributed';
 import { countParams, planModel } from '../train/plan';
 import { renameGrads, RunOptions, RunResult, runTraining, Stage } from '../train/trainer';
-import { stageDatasets } from '../train/stage-data';
+import { stageDatasets, stageRecord } from '../train/stage-data';
 import * as fs from 'fs';
 import * as path from 'path';
 import { PretrainConfig } from './config';
@@ -55,7 +55,12 @@ export async function runPretrain(cfg: PretrainConfig, opts: Omit<RunOptions, 'o
       for (const m of batch.inputIds.attentionMask) tokens += m;
       return { loss: value, grads: renameGrads(params, grads), parts, tokens };
     },
-    saveFinal: (dir) => saveModel(model, dir, { [DECODER_FILE]: encodeSafetensors(decoderTensors(params, model.config)) }),
+    saveFinal: (dir, trained) => saveModel(model, dir, { [DECODER_FILE]: encodeSafetensors(decoderTensors(params, model.config)) }, stageRecord({
+      stage: 'retromae', init: cfg.model.init, license: cfg.model.license, dirs, trained, settings: {
+        masking: cfg.masking, data: { max_len: cfg.data.max_len, batch_size: cfg.data.batch_size },
+        train: { learning_rate: cfg.train.learning_rate, grad_accum: cfg.train.grad_accum, world_size: group?.worldSize ?? 1 },
+      },
+    })),
     evaluate: stageEvaluator(model, cfg.eval),
     identity: { config: cfg, data: manifestsOf(dirs) },
     resources: {

@@ -10,6 +10,7 @@ import * as path from 'path';
 import { checkEvalConfig } from '../eval/config';
 import { finetuneSchema, FinetuneConfig } from '../finetune/config';
 import { pretrainSchema, PretrainConfig } from '../pretrain/config';
+import { reportsToTensorboard } from '../train/config';
 import { isWritten, loadConfig } from '../util/config-file';
 import { UserError } from '../util/errors';
 import { closest, Locate, Schema } from '../util/schema';
@@ -58,6 +59,7 @@ export function loadStageConfig(file: string, sets: string[] = []): StageConfig 
   cfg.output_dir = path.resolve(cfg.output_dir);
   if (cfg.eval.data) cfg.eval.data = path.resolve(base, cfg.eval.data);
   checkEvalConfig(cfg.eval, file);
+  reportsToTensorboard(cfg.train.report_to, file);
   return cfg;
 }
 

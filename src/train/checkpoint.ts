@@ -103,6 +103,24 @@ export function appendMetrics(outputDir: string, row: Record<string, unknown>): 
   fs.appendFileSync(path.join(outputDir, 'metrics.jsonl'), JSON.stringify(row) + '\n');
 }
 
+/** The `eval/…` metrics of the newest evaluation row at or before `step` in OUT/metrics.jsonl, or null. */
+export function lastEvaluation(outputDir: string, step: number): Record<string, number> | null {
+  const file = path.join(outputDir, 'metrics.jsonl');
+  if (!fs.existsSync(file)) return null;
+  let found: Record<string, number> | null = null;
+  for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
+    let row: Record<string, unknown>;
+    try {
+      row = JSON.parse(line);
+    } catch {
+      continue; // blank, or cut by a crash
+    }
+    const ev = Object.entries(row).filter((e): e is [string, number] => e[0].startsWith('eval/') && typeof e[1] === 'number');
+    if (ev.length && Number(row.step) <= step) found = Object.fromEntries(ev);
+  }
+  return found;
+}
+
 /** Marks a finished stage: resume of a finished run is a no-op. */
 export function markFinished(outputDir: string, info: Record<string, unknown>): void {
   writeFileAtomic(path.join(outputDir, 'finished.json'), JSON.stringify(info, null, 2));

@@ -1,4 +1,5 @@
 /** The `train:` section shared by every stage config (HF TrainingArguments names where they exist). */
+import { UserError } from '../util/errors';
 import { Infer, Schema } from '../util/schema';
 import { SCHEDULES } from './schedule';
 
@@ -21,8 +22,15 @@ export const TRAIN_SCHEMA = {
   seed: { type: 'int', default: 42 },
   fix_position_embedding: { type: 'bool', default: false, doc: 'freeze position embeddings' },
   bf16: { type: 'bool', default: false, doc: 'bf16 autocast (torch backend): matmuls and attention in bfloat16; weights, optimizer, norms, softmax and losses in float32' },
+  report_to: { type: 'list', of: { type: 'enum', values: ['tensorboard', 'all', 'none'] }, scalar: true, default: ['none'], doc: 'tensorboard (or all): event files in OUTPUT_DIR/runs as the run goes; none: metrics.jsonl only' },
   dist_timeout_s: { type: 'int', default: 60, min: 1, doc: 'data parallel: longest wait for another rank (joining, each collective) before stopping with an error' },
 } as const satisfies Schema;
 
 /** What the training loop reads (the stage runners read the rest of their `train:` section). */
 export type TrainConfig = Infer<typeof TRAIN_SCHEMA>;
+
+/** Whether `train.report_to` asks for TensorBoard event files; `none` beside an integration is a contradiction. */
+export function reportsToTensorboard(reportTo: readonly string[], where = 'train'): boolean {
+  if (reportTo.includes('none') && reportTo.length > 1) throw new UserError(`${where}: key 'train.report_to' lists 'none' beside ${reportTo.filter((r) => r !== 'none').join(', ')}; write one or the other`);
+  return reportTo.includes('tensorboard') || reportTo.includes('all');
+}

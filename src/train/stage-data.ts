@@ -6,7 +6,9 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { prepareOrReuse, PrepareOptions } from '../data';
-import { MANIFEST_FILE } from '../data/manifest';
+import { MANIFEST_FILE, readManifest } from '../data/manifest';
+import { extendRecord, hubIdOf, TrainingRecord } from '../model/card';
+import type { Trained } from './trainer';
 
 export async function stageDatasets(inputs: string[], tokenizerDir: string, opts: PrepareOptions, cacheDir: string): Promise<string[]> {
   const prepared = inputs.filter((p) => fs.existsSync(path.join(p, MANIFEST_FILE)));
@@ -18,4 +20,15 @@ export async function stageDatasets(inputs: string[], tokenizerDir: string, opts
     dirs.push(r.dir);
   }
   return dirs;
+}
+
+/**
+ * The training record of a stage's saved model (its model card's source): the stage, its steps and
+ * evaluation, the data files it read with their sha256 (from the datasets' manifests), and `settings`.
+ */
+export function stageRecord(o: { stage: string; init?: string; license?: string; dirs: string[]; settings: Record<string, unknown>; trained: Trained }): TrainingRecord {
+  const sources = o.dirs.flatMap((d) => readManifest(d).sources);
+  const data = sources.map((src) => ({ file: path.basename(src.path), sha256: src.sha256, rows: src.rows }));
+  const datasets = sources.map((src) => hubIdOf(src.path, 'datasets')).filter((d): d is string => d !== null);
+  return extendRecord(o.init, { stage: o.stage, steps: o.trained.steps, data, settings: o.settings, eval: o.trained.eval }, { license: o.license, datasets });
 }

@@ -17,8 +17,9 @@ import { ensureWritableDir } from '../util/fsx';
 import { Progress } from '../util/progress';
 import { deriveSeed } from '../util/rng';
 import { AdamW, adamwStep, clipGradNorm, createAdamW, disposeAdamW, exportAdamW, importAdamW } from './adamw';
-import { appendMetrics, isFinished, listCheckpoints, loadCheckpoint, markFinished, saveCheckpoint, truncateMetrics } from './checkpoint';
-import { TrainConfig } from './config';
+import { appendMetrics, isFinished, lastEvaluation, listCheckpoints, loadCheckpoint, markFinished, saveCheckpoint, truncateMetrics } from './checkpoint';
+import { reportsToTensorboard, TrainConfig } from './config';
+import { EventLog, openEventLog, resetEventFiles } from './tensorboard';
 import { lrAt, warmupSteps } from './schedule';
 import { barrier, currentGroup, Group, LostRankError } from '../backend/dist';
 import { setBf16Autocast } from '../backend';
@@ -37,6 +38,12 @@ export interface MicroResult {
   tokens: number;
 }
 
+/** A saved model's steps and its latest evaluation (`eval/<mode>/<metric>`, null when none ran). */
+export interface Trained {
+  steps: number;
+  eval: Record<string, number> | null;
+}
+
 /** What a stage provides to the loop. */
 export interface Stage<B> {
   name: string;
@@ -51,8 +58,8 @@ export interface Stage<B> {
   seek(p: { epoch: number; batch: number }): void;
   /** Loss and gradients of one micro-batch; `seed` drives its dropout and masking. */
   micro(batch: B, ctx: { step: number; micro: number; seed: number }): MicroResult;
-  /** Writes the finished model to `dir` (HF layout). */
-  saveFinal(dir: string): Promise<void>;
+  /** Writes the finished model to `dir` (HF layout): `trained` says how far and how it scored, for its model card. */
+  saveFinal(dir: string, trained: Trained): Promise<void>;
   /** Optional evaluation, run after optimizer steps where `due` says so (on rank 0). `score` picks the best model. */
   evaluate?: { due(step: number, totalSteps: number): boolean; run(): Promise<{ metrics: Record<string, number>; score: number }> };
   /** What every rank must share with rank 0 besides the parameters (checked at start under data parallelism). */
@@ -105,9 +112,10 @@ export async function runTraining<B>(stage: Stage<B>, cfg: TrainConfig, opts: Ru
   const opt = createAdamW({ lr: cfg.learning_rate, betas: [cfg.adam_beta1, cfg.adam_beta2], eps: cfg.adam_epsilon, weightDecay: cfg.weight_decay });
   const stop = watchStopSignals(stage.name);
   const progress = new Progress(stage.name, total, 'step', lead);
-  const run: Run<B> = { stage, cfg, out, opt, total, warmup, progress, group, lead, noCheckpoint: !!opts.noCheckpoint };
+  const run: Run<B> = { stage, cfg, out, opt, total, warmup, progress, group, lead, noCheckpoint: !!opts.noCheckpoint, events: null };
   try {
     const state = resumeOrStartFresh(run, opts.resume);
+    if (lead && reportsToTensorboard(cfg.report_to)) run.events = openEventLog(out, state.lastSaved >= 0 ? state.step : null);
     progress.update(state.step);
     return await trainSteps(run, state, finalDir, stop, opts.stopAfter);
   } catch (e) {
@@ -115,6 +123,7 @@ export async function runTraining<B>(stage: Stage<B>, cfg: TrainConfig, opts: Ru
     const good = listCheckpoints(out).pop();
     throw new UserError(`${stage.name}: ${e.message}; ${good ? `last checkpoint: ${good.dir} (continue with --resume)` : 'no checkpoint was written yet'}`);
   } finally {
+    run.events?.close();
     stop.remove();
     disposeAdamW(opt);
     setBf16Autocast(false);
@@ -139,7 +148,7 @@ async function trainSteps<B>(run: Run<B>, state: LoopState, finalDir: string, st
   run.progress.done();
   await checkpoint(run, state);
   if (run.lead) {
-    await stage.saveFinal(finalDir);
+    await stage.saveFinal(finalDir, { steps: state.step, eval: lastEvaluation(out, state.step) });
     markFinished(out, { stage: stage.name, steps: state.step, final: finalDir });
   }
   if (run.group) barrier('the final save', ioWaitS(run.group));
@@ -175,6 +184,8 @@ interface Run<B> {
   group: Group | null;
   lead: boolean;
   noCheckpoint: boolean;
+  /** TensorBoard event files (train.report_to), on rank 0; null when off. */
+  events: EventLog | null;
 }
 
 /** Where the loop is: exactly what a checkpoint records besides weights, optimizer and data position. */
@@ -198,14 +209,17 @@ function planSteps<B>(stage: Stage<B>, cfg: TrainConfig): { total: number; warmu
 
 /**
  * Exact resume: weights, optimizer moments, counters, best score and data position come back from the
- * newest checkpoint, and metrics logged after it are dropped. A fresh run starts with empty metrics.
+ * newest checkpoint, and metrics logged after it are dropped (event files too). A fresh run starts with empty metrics.
  */
 function resumeOrStartFresh<B>(run: Run<B>, resume: boolean | undefined): LoopState {
   const { stage, opt, out, total } = run;
   const ckpts = resume ? listCheckpoints(out) : [];
   if (!ckpts.length) {
     if (resume && run.lead) process.stderr.write(`${stage.name}: no checkpoint in ${out}; starting fresh\n`);
-    if (run.lead) fs.rmSync(path.join(out, 'metrics.jsonl'), { force: true });
+    if (run.lead) {
+      fs.rmSync(path.join(out, 'metrics.jsonl'), { force: true });
+      resetEventFiles(out, null);
+    }
     return { step: 0, micro: 0, best: -Infinity, lastSaved: -1 };
   }
   const ck = loadCheckpoint(ckpts[ckpts.length - 1].dir);
@@ -222,6 +236,7 @@ function resumeOrStartFresh<B>(run: Run<B>, resume: boolean | undefined): LoopSt
   stage.seek(ck.state.dataPosition as { epoch: number; batch: number });
   if (run.lead) {
     truncateMetrics(out, step);
+    resetEventFiles(out, step);
     process.stderr.write(`${stage.name}: resuming from ${ck.dir} (step ${step} of ${total})\n`);
   }
   return state;
@@ -261,6 +276,7 @@ async function checkpoint<B>(run: Run<B>, state: LoopState): Promise<void> {
     const adam = exportAdamW(run.opt);
     const extra = { best: state.best, world_size: run.group?.worldSize ?? 1 };
     await saveCheckpoint(run.out, { step: state.step, microStep: state.micro, dataPosition: stage.position(), extra }, exportParams(stage.params), adam.tensors, run.cfg.save_total_limit);
+    run.events?.sync();
   }
   state.lastSaved = state.step;
   if (run.group) barrier(`the checkpoint of step ${state.step}`, ioWaitS(run.group));
@@ -343,8 +359,14 @@ function refuseNonFinite<B>(run: Run<B>, step: number, sum: StepSum, norm: numbe
 function logStep<B>(run: Run<B>, step: number, sum: StepSum, lr: number, norm: number, secs: number): void {
   const { stage } = run;
   const row: Record<string, unknown> = { stage: stage.name, step, epoch: stage.position().epoch, loss: sum.loss, lr, grad_norm: norm, tokens_per_s: sum.tokens / secs, step_s: secs, ...sum.parts };
-  if (run.lead && (step % Math.max(1, run.cfg.log_steps) === 0 || step === run.total)) appendMetrics(run.out, row);
+  if (run.lead && (step % Math.max(1, run.cfg.log_steps) === 0 || step === run.total)) logRow(run, row);
   run.progress.update(step, `loss ${sum.loss.toFixed(4)} lr ${lr.toExponential(2)} ${Math.round(sum.tokens / secs)} tok/s`);
+}
+
+/** A row of metrics.jsonl, and of the event files when TensorBoard is on. */
+function logRow<B>(run: Run<B>, row: Record<string, unknown>): void {
+  appendMetrics(run.out, row);
+  run.events?.log(row);
 }
 
 /** Logs the stage's evaluation when one is due and keeps the best-scoring model so far in <out>/best. */
@@ -353,10 +375,10 @@ async function evaluateAndKeepBest<B>(run: Run<B>, state: LoopState): Promise<vo
   if (!stage.evaluate?.due(state.step, run.total)) return;
   if (run.lead) {
     const ev = await stage.evaluate.run();
-    appendMetrics(run.out, { stage: stage.name, step: state.step, ...ev.metrics });
+    logRow(run, { stage: stage.name, step: state.step, ...ev.metrics });
     if (ev.score > state.best) {
       state.best = ev.score;
-      await stage.saveFinal(path.join(run.out, 'best'));
+      await stage.saveFinal(path.join(run.out, 'best'), { steps: state.step, eval: ev.metrics });
     }
   }
   if (run.group) barrier(`the evaluation after step ${state.step}`, ioWaitS(run.group));

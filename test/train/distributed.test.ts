@@ -22,6 +22,7 @@ import { stageDatasets } from '../../src/train/stage-data';
 import { deriveSeed } from '../../src/util/rng';
 import { describeTorch } from '../backend/torch/setup';
 import { killAll, Proc, ROOT, startCli } from '../helpers/fault';
+import { eventFiles, scalars } from '../helpers/tensorboard';
 import { sharedDir } from '../helpers/shared';
 
 jest.setTimeout(240_000);
@@ -172,7 +173,7 @@ describeTorch('data parallel (2 processes, Gloo)', () => {
   });
 
   test('kill -9 of rank 1: rank 0 stops within 60 s naming it and the last checkpoint; --resume ends where an uninterrupted run ends', async () => {
-    const args = (out: string) => [UNIFIED, '--set', 'train.max_steps=6', '--set', 'train.save_steps=2', '--set', 'train.warmup_ratio=0', '--set', `output_dir=${out}`, '--set', 'data.batch_size=4', ...ALL_HEADS];
+    const args = (out: string) => [UNIFIED, '--set', 'train.max_steps=6', '--set', 'train.save_steps=2', '--set', 'train.warmup_ratio=0', '--set', `output_dir=${out}`, '--set', 'data.batch_size=4', '--set', 'train.report_to=tensorboard', ...ALL_HEADS];
     await ok(await ranks(2, args(`${tmp}/whole`)));
     const port = String(await freePort());
     const env = (r: number) => ({ ...ENV, RANK: String(r), WORLD_SIZE: '2', LOCAL_RANK: String(r), LOCAL_WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1', MASTER_PORT: port });
@@ -192,9 +193,13 @@ describeTorch('data parallel (2 processes, Gloo)', () => {
     const p = startCli(['train', ...args(`${tmp}/cut`).slice(0, -ALL_HEADS.length), '--resume'], { env: ENV });
     expect((await p.exit).code).toBe(1);
     expect(p.stderr).toMatch(/m3: error: .*step-4: written by a run of 2 process\(es\); resume it with the same number \(this run has 1\)/);
-    await ok(await ranks(2, [...args(`${tmp}/cut`), '--resume']));
+    const resumed = await ranks(2, [...args(`${tmp}/cut`), '--resume']);
+    await ok(resumed);
     expect(maxDiff(`${tmp}/cut`, `${tmp}/whole`)).toBeLessThan(1e-6);
     expect(metrics(`${tmp}/cut`).map((r) => r.step)).toEqual([1, 2, 3, 4, 5, 6]);
+    // TensorBoard: rank 0 alone writes event files (one per session); every step once across the resume
+    expect(eventFiles(`${tmp}/cut`).map((f) => f.split('.').slice(-2, -1)[0])).toEqual([String(r0.child.pid), String(resumed[0].child.pid)]);
+    expect(scalars(`${tmp}/cut`).steps.get('train/loss')).toEqual([1, 2, 3, 4, 5, 6]);
   });
 
   test('two launcher "nodes" on localhost (--nnodes 2) train what two local ranks train', async () => {

@@ -12,7 +12,7 @@ beforeAll(() => useBackend('wasm'));
 
 const base: TrainConfig = {
   learning_rate: 0.1, weight_decay: 0, adam_beta1: 0.9, adam_beta2: 0.999, adam_epsilon: 1e-8, max_grad_norm: 0, schedule: 'constant',
-  warmup_ratio: 0, warmup_steps: 0, max_steps: 4, epochs: 1, grad_accum: 1, save_steps: 0, save_total_limit: 2, log_steps: 1, seed: 1, fix_position_embedding: false, dist_timeout_s: 60, bf16: false,
+  warmup_ratio: 0, warmup_steps: 0, max_steps: 4, epochs: 1, grad_accum: 1, save_steps: 0, save_total_limit: 2, log_steps: 1, seed: 1, fix_position_embedding: false, dist_timeout_s: 60, bf16: false, report_to: [],
 };
 
 /** y = w·x on fixed rows; batch b is rows [b·n, (b+1)·n) of 8; `poison(step)` makes that step's loss NaN. */

@@ -34,6 +34,7 @@ export const trainCommand: CommandModule<object, TrainArgs> = {
     .example('$0 train configs/tiny/unified.yaml', 'unified fine-tuning on the shipped toy data')
     .example('$0 train configs/tiny/unified.yaml --set output_dir=runs/u --set train.max_steps=50', 'override keys')
     .example('$0 train configs/tiny/unified.yaml --resume', 'continue after a crash or Ctrl-C')
+    .example('$0 train configs/tiny/unified.yaml --set train.report_to=tensorboard', 'also TensorBoard event files: tensorboard --logdir OUTPUT_DIR/runs')
     .example('$0 train configs/tiny/unified.yaml --nproc-per-node 2', 'data-parallel: 2 workers on this machine')
     .example('$0 train CONFIG --nproc-per-node 4 --nnodes 2 --node-rank 0 --master-addr 10.0.0.1', 'two nodes (on the second: --node-rank 1)'),
   handler: withLauncher<TrainArgs>((args) => loadStageConfig(args.config, args.set ?? []), handler<TrainArgs>(async (args) => {

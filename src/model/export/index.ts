@@ -8,6 +8,7 @@
  *   onnx/model.onnx                   fp32   (+ onnx/model.onnx_data past 2 GiB, or when asked)
  *   onnx/model_fp16.onnx              fp16
  *   onnx/model_quantized.onnx         int8 (transformers.js dtype 'q8')
+ *   README.md                         the model card (src/model/card.ts), m3_training.json when the model dir has one
  *
  * Everything is read and checked before anything is written, and the dir is built in a temp sibling and
  * renamed into place, so bad input never leaves a partial output.
@@ -16,6 +17,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { UserError } from '../../util/errors';
 import { recoverDir, writeDirAtomic } from '../../util/fsx';
+import { CARD_FILE, hubIdOf, modelCard, readTrainingRecord, RECORD_FILE } from '../card';
 import { EncoderConfig, maxInputLength, readConfig } from '../config';
 import { loadTokenizer, Tokenizer } from '../tokenizer';
 import { writeAll } from '../weights/fileio';
@@ -260,6 +262,12 @@ export async function exportOnnx(modelDir: string, outputDir: string, opts: Expo
       written.push(...['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.txt'].filter((f) => fs.existsSync(path.join(tmp, f))));
     }
     written.push(...copySentenceTransformers(modelDir, tmp));
+    const record = readTrainingRecord(modelDir);
+    if (record) writeJson(path.join(tmp, RECORD_FILE), record);
+    const card = modelCard(record ?? { base_model: hubIdOf(modelDir), license: null, datasets: [], stages: [] },
+      { config: cfg.raw, colbertDim: w.heads.get('colbert_linear.weight')?.shape[0] ?? null }, { files: files.map((f) => f.file) });
+    writeSynced(path.join(tmp, CARD_FILE), Buffer.from(card, 'utf8'));
+    written.push(...(record ? [RECORD_FILE] : []), CARD_FILE);
   });
   return { output: out, family: cfg.family, opset: o.opset, inputs, outputs, files, written };
 }

@@ -10,6 +10,7 @@ import { runCli } from '../../helpers/cli';
 import { sharedDir } from '../../helpers/shared';
 import { exportOnnx } from '../../../src/model/export';
 import { UserError } from '../../../src/util/errors';
+import { parseCard } from '../../helpers/card';
 
 const GOLDEN_MODEL = sharedDir('golden/encoder-bert-bin/model');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'm3-export-cli-'));
@@ -93,8 +94,11 @@ test('the happy path: a summary on stdout, --json, and a re-export replacing the
   expect(r.stdout).toMatch(/outputs last_hidden_state, dense_vecs, sparse_weights, colbert_vecs/);
   expect(r.stdout).toMatch(/int8 {2}onnx\/model_quantized\.onnx/);
   expect(fs.readdirSync(path.join(out, 'onnx')).sort()).toEqual(['model.onnx', 'model_quantized.onnx']);
-  // no tokenizer in the golden model dir: the export still works, with config.json and the graphs only
-  expect(fs.readdirSync(out).sort()).toEqual(['config.json', 'onnx']);
+  // no tokenizer in the golden model dir: the export still works, with config.json, the graphs and the model card only
+  expect(fs.readdirSync(out).sort()).toEqual(['README.md', 'config.json', 'onnx']);
+  const { front, body } = parseCard(fs.readFileSync(path.join(out, 'README.md'), 'utf8'));
+  expect(front).toEqual({ library_name: 'transformers.js', pipeline_tag: 'feature-extraction', tags: ['m3-train', 'onnx', 'feature-extraction', 'bge-m3', 'colbert', 'sparse'] });
+  expect(body).toContain('`onnx/model.onnx`, `onnx/model_quantized.onnx`');
 
   const j = runCli(['export', '--model', GOLDEN_MODEL, '--output', out, '--dtype', 'fp16', '--opset', '14', '--json']);
   expect(j.code).toBe(0);

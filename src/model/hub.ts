@@ -121,7 +121,8 @@ function cachedSnapshot(id: HubId, repoDir: string, files: HubFiles): string | n
 
 /** The cause code of a request that got no answer (refused, unknown host, timeout), else null. */
 function unreachable(e: unknown): string | null {
-  if (!(e instanceof TypeError) || e.message !== 'fetch failed') return null;
+  // by name: fetch's errors come from Node's own realm, where instanceof fails under a vm (jest)
+  if ((e as Error)?.name !== 'TypeError' || (e as Error).message !== 'fetch failed') return null;
   const cause = e.cause as { code?: string; message?: string } | undefined;
   return cause?.code ?? cause?.message ?? 'no connection';
 }
@@ -132,7 +133,7 @@ function hubError(e: unknown, id: HubId): Error {
   const where = `${label(id)}: ${endpoint()}`;
   const status = (e as { statusCode?: unknown }).statusCode;
   if (typeof status !== 'number') {
-    if (e instanceof TypeError && /access token/.test(e.message)) return new UserError(`HF_TOKEN: ${e.message}`);
+    if (/access token/.test((e as Error)?.message ?? '')) return new UserError(`HF_TOKEN: ${(e as Error).message}`);
     return e as Error;
   }
   const said = (e as { data?: { error?: unknown } }).data?.error;

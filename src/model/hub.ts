@@ -123,7 +123,7 @@ function cachedSnapshot(id: HubId, repoDir: string, files: HubFiles): string | n
 function unreachable(e: unknown): string | null {
   // by name: fetch's errors come from Node's own realm, where instanceof fails under a vm (jest)
   if ((e as Error)?.name !== 'TypeError' || (e as Error).message !== 'fetch failed') return null;
-  const cause = e.cause as { code?: string; message?: string } | undefined;
+  const cause = (e as Error).cause as { code?: string; message?: string } | undefined;
   return cause?.code ?? cause?.message ?? 'no connection';
 }
 

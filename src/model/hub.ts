@@ -139,10 +139,10 @@ function hubError(e: unknown, id: HubId): Error {
   const said = (e as { data?: { error?: unknown } }).data?.error;
   const detail = typeof said === 'string' && said ? `: ${said}` : '';
   if (status === 401) {
-    return new UserError(`${where} answered 401 Unauthorized${detail} (a private or gated repo, or none by that name); ${token() ? 'the token in HF_TOKEN is not accepted for it' : 'set HF_TOKEN to a token that can read it'}`);
+    return new UserError(`${label(id)}: not a local path, and ${endpoint()} answered 401 Unauthorized${detail} (a private or gated repo, or none by that name); ${token() ? 'the token in HF_TOKEN is not accepted for it' : 'set HF_TOKEN to a token that can read it'}`);
   }
   if (status === 403) return new UserError(`${where} answered 403 Forbidden${detail} (a gated repo whose terms this account has not accepted, or a token without read access); check HF_TOKEN`);
-  if (status === 404) return new UserError(`${where} answered 404 Not Found${detail} (no such repo, or no revision '${id.revision}')`);
+  if (status === 404) return new UserError(`${label(id)}: not a local path, and ${endpoint()} answered 404 Not Found${detail} (no such repo, or no revision '${id.revision}')`);
   return new UserError(`${where} answered ${status}${detail}`);
 }
 
@@ -232,6 +232,21 @@ function derivedFiles(snapshot: string, fetched: string[], listing: Map<string, 
   return [...out];
 }
 
+let silenced = 0;
+let debug = console.debug;
+/** Runs `fn` with console.debug muted: the package announces each download there, on stdout, which carries only results here. */
+async function withoutDebug<T>(fn: () => Promise<T>): Promise<T> {
+  if (silenced++ === 0) {
+    debug = console.debug;
+    console.debug = () => {};
+  }
+  try {
+    return await fn();
+  } finally {
+    if (--silenced === 0) console.debug = debug;
+  }
+}
+
 interface FetchContext { cacheDir: string; repoDir: string; hubUrl: string; accessToken?: string }
 
 /** Downloads `entries` at `commit` into the snapshot (those already there, at their listed size, are kept). */
@@ -239,7 +254,9 @@ async function fetchFiles(hub: Hub, id: HubId, commit: string, entries: ListFile
   for (const entry of entries) {
     const size = entry.lfs?.size ?? entry.size;
     const pointer = path.join(c.repoDir, 'snapshots', commit, entry.path);
-    const blob = path.join(c.repoDir, 'blobs', entry.lfs?.oid ?? entry.xetHash ?? entry.oid ?? '');
+    const etag = entry.lfs?.oid ?? entry.xetHash ?? entry.oid;
+    if (!etag) throw new UserError(`${label(id)}: ${c.hubUrl} lists ${entry.path} without an oid`);
+    const blob = path.join(c.repoDir, 'blobs', etag); // as downloadFileToCacheDir names it
     if (isFile(pointer)) {
       if (fs.statSync(pointer).size === size) continue;
       fs.rmSync(blob, { force: true }); // a wrong blob (another tool, a bad disk): fetched again
@@ -250,17 +267,14 @@ async function fetchFiles(hub: Hub, id: HubId, commit: string, entries: ListFile
         bar.update(Math.floor(fs.statSync(`${blob}.incomplete`).size / 1e6));
       } catch { /* not started, or renamed into place */ }
     }, 200);
-    const debug = console.debug;
-    console.debug = () => {}; // the package announces each download on stdout, which carries only results here
     let file: string;
     try {
-      file = await hub.downloadFileToCacheDir({ repo: { type: 'model', name: id.repo }, path: entry.path, revision: commit, ...c });
+      file = await withoutDebug(() => hub.downloadFileToCacheDir({ repo: { type: 'model', name: id.repo }, path: entry.path, revision: commit, ...c }));
     } catch (e) {
       if (typeof (e as { statusCode?: unknown }).statusCode === 'number' || e instanceof UserError) throw hubError(e, id);
       const why = unreachable(e) ?? ((e as Error).message || String(e));
       throw new UserError(`${label(id)}: downloading ${entry.path} from ${c.hubUrl} failed (${why}); nothing partial was kept, run again to restart it`);
     } finally {
-      console.debug = debug;
       if (timer) clearInterval(timer);
     }
     const got = fs.statSync(file).size;

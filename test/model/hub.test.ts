@@ -188,7 +188,7 @@ describe('Hub ids', () => {
 
     test('401 names HF_TOKEN; a wrong token is refused; the right one fetches', async () => {
       freshEnv({ HF_ENDPOINT: hub.url });
-      await failsWith(resolveModelDir('acme/private'), new RegExp(`^acme/private: ${hub.url} answered 401 Unauthorized: .*; set HF_TOKEN to a token that can read it$`));
+      await failsWith(resolveModelDir('acme/private'), new RegExp(`^acme/private: not a local path, and ${hub.url} answered 401 Unauthorized: .*; set HF_TOKEN to a token that can read it$`));
       process.env.HF_TOKEN = 'hf_wrong';
       await failsWith(resolveModelDir('acme/private'), /401 Unauthorized.*the token in HF_TOKEN is not accepted for it$/);
       process.env.HF_TOKEN = 'hf_secret';
@@ -198,7 +198,7 @@ describe('Hub ids', () => {
 
     test('404: an unknown repo or revision; no network with nothing cached; a tokenizer alone fetches only the tokenizer', async () => {
       freshEnv({ HF_ENDPOINT: hub.url });
-      await failsWith(resolveModelDir('acme/nope'), new RegExp(`^acme/nope: ${hub.url} answered 404 Not Found: Repository not found`));
+      await failsWith(resolveModelDir('acme/nope'), new RegExp(`^acme/nope: not a local path, and ${hub.url} answered 404 Not Found: Repository not found`));
       await failsWith(resolveModelDir('acme/tiny-m3@v9'), /^acme\/tiny-m3@v9: .* answered 404 Not Found: Invalid rev id: v9/);
       const tok = await resolveModelDir('acme/tiny-m3', { files: 'tokenizer' });
       expect(fs.readdirSync(tok).sort()).toEqual(['tokenizer.json', 'tokenizer_config.json']);

@@ -7,7 +7,7 @@
  *   GET|HEAD /{org}/{name}/resolve/{rev}/{file}        the file (Range honoured) with ETag (git oid) and
  *        X-Repo-Commit; an LFS file (weights) answers 302 to /cdn/{sha256} with X-Linked-Etag and X-Linked-Size
  *   GET  /cdn/{sha256}                                  the LFS object, Range honoured
- * Errors as the Hub gives them: 401 for a private repo without its token, 404 with X-Error-Code
+ * Errors as the Hub gives them: 401 for a private repo without its token, 403 for a gated one, 404 with X-Error-Code
  * RepoNotFound / RevisionNotFound / EntryNotFound. `faults` cuts a file's full download short (the
  * connection closes after half of the announced Content-Length) or sends it slowly.
  */
@@ -16,7 +16,8 @@ import * as fs from 'fs';
 import * as http from 'http';
 import * as path from 'path';
 
-export interface FakeRepo { files: Map<string, Buffer>; commit: string; token?: string }
+/** `token`: private, readable with that token only; `gated`: every request answers 403. */
+export interface FakeRepo { files: Map<string, Buffer>; commit: string; token?: string; gated?: boolean }
 export interface Fault { truncate?: boolean; bytesPerTick?: number }
 
 export interface FakeHub {
@@ -74,6 +75,10 @@ export async function startFakeHub(repos: Record<string, FakeRepo>): Promise<Fak
     const repo = hub.repos.get(name);
     if (repo?.token && req.headers.authorization !== `Bearer ${repo.token}`) {
       json(res, 401, { error: 'Invalid username or password.' }, { 'X-Error-Code': 'RepoNotFound' });
+      return null;
+    }
+    if (repo?.gated) {
+      json(res, 403, { error: 'Access to model is restricted. You must have access to it and be authenticated to access it. Please log in.' }, { 'X-Error-Code': 'GatedRepo' });
       return null;
     }
     if (!repo) {

@@ -7,6 +7,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { loadModel, disposeModel } from '../../src/model/m3';
+import { encodeSafetensors, readSafetensors } from '../../src/model/weights/safetensors';
 import { modelSpec, parseHubId, resolveModelDir } from '../../src/model/hub';
 import { FakeHub, gitOid, isLfs, repoFromDir, sha256, startFakeHub } from '../helpers/fake-hub';
 import { sharedDir } from '../helpers/shared';
@@ -62,6 +63,21 @@ async function failsWith(p: Promise<unknown>, re: RegExp): Promise<string> {
   expect(e!.message).toMatch(re);
   expect(e!.message).not.toContain('\n');
   return e!.message;
+}
+
+/** The tiny BERT as a sharded checkpoint (two safetensors shards and their index), with files m3 never reads beside it. */
+function shardedRepo() {
+  const repo = repoFromDir(tiny);
+  const tensors = [...readSafetensors(path.join(tiny, 'model.safetensors'))];
+  const half = tensors.length >> 1;
+  const shards = [tensors.slice(0, half), tensors.slice(half)];
+  const names = shards.map((_, i) => `model-0000${i + 1}-of-00002.safetensors`);
+  const weightMap = Object.fromEntries(shards.flatMap((s, i) => s.map(([n]) => [n, names[i]])));
+  repo.files.delete('model.safetensors');
+  shards.forEach((s, i) => repo.files.set(names[i], encodeSafetensors(new Map(s))));
+  repo.files.set('model.safetensors.index.json', Buffer.from(JSON.stringify({ metadata: {}, weight_map: weightMap })));
+  for (const extra of ['pytorch_model.bin', 'onnx/model.onnx', 'README.md']) repo.files.set(extra, Buffer.from('not read'));
+  return repo;
 }
 
 describe('Hub ids', () => {
@@ -131,7 +147,7 @@ describe('Hub ids', () => {
       final = path.join(out, 'final');
       const repo = repoFromDir(final);
       commit = repo.commit;
-      hub = await startFakeHub({ 'acme/tiny-m3': repo, 'acme/private': { ...repoFromDir(tiny, 'hf_secret') } });
+      hub = await startFakeHub({ 'acme/tiny-m3': repo, 'acme/private': repoFromDir(tiny, 'hf_secret'), 'acme/gated': { ...repoFromDir(tiny), gated: true }, 'acme/sharded': shardedRepo() });
     }, 120000);
     afterAll(() => hub?.close());
     beforeEach(() => {
@@ -186,14 +202,19 @@ describe('Hub ids', () => {
       hub = await startFakeHub(Object.fromEntries(hub.repos)); // for the tests after this one
     }, 120000);
 
-    test('401 names HF_TOKEN; a wrong token is refused; the right one fetches', async () => {
+    test('401 and 403 name HF_TOKEN; a wrong token is refused; the right one fetches, from HF_TOKEN or $HF_HOME/token', async () => {
       freshEnv({ HF_ENDPOINT: hub.url });
       await failsWith(resolveModelDir('acme/private'), new RegExp(`^acme/private: not a local path, and ${hub.url} answered 401 Unauthorized: .*; set HF_TOKEN to a token that can read it$`));
       process.env.HF_TOKEN = 'hf_wrong';
       await failsWith(resolveModelDir('acme/private'), /401 Unauthorized.*the token in HF_TOKEN is not accepted for it$/);
+      await failsWith(resolveModelDir('acme/gated'), /^acme\/gated: .* answered 403 Forbidden: Access to model is restricted.*; check HF_TOKEN$/);
       process.env.HF_TOKEN = 'hf_secret';
       const dir = await resolveModelDir('acme/private');
       expect(fs.readFileSync(path.join(dir, 'config.json'))).toEqual(fs.readFileSync(path.join(tiny, 'config.json')));
+      const home = path.dirname(freshEnv({ HF_ENDPOINT: hub.url })); // the token file `hf auth login` writes
+      fs.mkdirSync(home, { recursive: true });
+      fs.writeFileSync(path.join(home, 'token'), 'hf_secret\n');
+      expect(fs.existsSync(path.join(await resolveModelDir('acme/private'), 'model.safetensors'))).toBe(true);
     });
 
     test('404: an unknown repo or revision; no network with nothing cached; a tokenizer alone fetches only the tokenizer', async () => {
@@ -206,6 +227,16 @@ describe('Hub ids', () => {
       await closed.close();
       freshEnv({ HF_ENDPOINT: closed.url });
       await failsWith(resolveModelDir('acme/tiny-m3'), new RegExp(`^acme/tiny-m3: cannot reach ${closed.url} \\(ECONNREFUSED\\), and it is not in the Hugging Face cache \\(.*\\)$`));
+    });
+
+    test('a sharded checkpoint: the index and its shards, safetensors before .bin, nothing m3 does not read', async () => {
+      freshEnv({ HF_ENDPOINT: hub.url });
+      const dir = await resolveModelDir('acme/sharded');
+      expect(fs.readdirSync(dir).sort()).toEqual(['config.json', 'model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors', 'model.safetensors.index.json', 'tokenizer.json', 'tokenizer_config.json']);
+      const m = loadModel(dir, { requireTokenizer: true });
+      const want = readSafetensors(path.join(tiny, 'model.safetensors')).get('embeddings.word_embeddings.weight')!;
+      expect(Buffer.from((m.params.get('embeddings.word_embeddings.weight')!.dataSync() as Float32Array).buffer).equals(Buffer.from(want.data.buffer, want.data.byteOffset, want.data.byteLength))).toBe(true);
+      disposeModel(m);
     });
 
     test('a download cut short leaves nothing a reader takes; a rerun completes', async () => {

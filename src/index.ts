@@ -2,16 +2,18 @@
  * The library entry point (`require('m3-train')`): what the CLI does, as functions. Models load and save
  * in the HF / FlagEmbedding layout; `encode` and `computeScore` take BGEM3FlagModel's option names.
  *
- *   const { useBackend, loadModel, encode } = require('m3-train');
+ *   const { useBackend, openModel, encode } = require('m3-train');
  *   await useBackend();                          // torch when built, else wasm
- *   const model = loadModel('./bge-m3');
+ *   const model = await openModel('BAAI/bge-m3');  // a model dir, or a Hub id through the HF cache
  *   const { dense_vecs } = await encode(model, ['What is BGE M3?'], { max_length: 64 });
  */
 // compute backends
 export { availableBackends, BACKENDS, useBackend } from './backend';
 export type { BackendName, Device } from './backend';
 // models, tokenizers, inference
-export { addHeads, disposeModel, hasHeads, initModel, loadModel, saveModel } from './model/m3';
+export { addHeads, disposeModel, hasHeads, initModel, loadModel, openModel, saveModel } from './model/m3';
+export { parseHubId, resolveModelDir } from './model/hub';
+export type { HubFiles, HubId } from './model/hub';
 export type { LoadOptions, M3Model } from './model/m3';
 export { parseConfig, readConfig } from './model/config';
 export type { EncoderConfig } from './model/config';

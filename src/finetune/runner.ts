@@ -7,6 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import { openDataset, PairBatch } from '../data';
 import { BUCKETS } from '../data/manifest';
 import { stageEvaluator } from '../eval/config';
+import { resolveModelSources } from '../model/hub';
 import { addHeads, applyFreezing, disposeModel, extendPositions, loadOrInitModel, saveModel } from '../model/m3';
 import { allGatherConst, allGatherRows, Group } from '../backend/dist';
 import { CrossDevice } from '../losses/m3-loss';
@@ -29,7 +30,8 @@ export async function runFinetune(cfg: FinetuneConfig, opts: Omit<RunOptions, 'o
   check(unified || cfg.loss.negatives_cross_device_modes.every((m) => m === 'dense'), `${cfg.output_dir}: loss.negatives_cross_device_modes lists sparse or colbert, which need loss.unified_finetuning`);
   const group = joinProcessGroup(cfg.train.dist_timeout_s);
   check(!cfg.loss.negatives_cross_device || group !== null, `${cfg.output_dir}: loss.negatives_cross_device needs data-parallel training (torchrun, Slurm or m3 train --nproc-per-node N), as in FlagEmbedding`);
-  const model = loadOrInitModel(cfg.model, cfg.train.seed, cfg.output_dir);
+  const src = await rank0First(group, 'fetching the model', () => resolveModelSources(cfg.model)); // Hub ids → cached dirs
+  const model = loadOrInitModel(src, cfg.train.seed, cfg.output_dir);
   if (cfg.model.extend_positions) extendPositions(model.config, model.params, cfg.model.extend_positions);
   if (unified) {
     const heads = unifiedHeadSpec(cfg);
@@ -37,7 +39,7 @@ export async function runFinetune(cfg: FinetuneConfig, opts: Omit<RunOptions, 'o
   }
   applyFreezing(model, { fixEncoder: cfg.train.fix_encoder, fixPositionEmbedding: cfg.train.fix_position_embedding });
   const tok = model.tokenizer!;
-  const dirs = await rank0First(group, 'preparing the training data', () => stageDatasets(cfg.data.train, cfg.model.tokenizer ?? cfg.model.init!, {
+  const dirs = await rank0First(group, 'preparing the training data', () => stageDatasets(cfg.data.train, src.tokenizer ?? src.init!, {
     format: cfg.stage === 'pairs' ? 'pairs' : 'finetune',
     queryMaxLen: cfg.data.query_max_len, passageMaxLen: cfg.data.passage_max_len, skipInvalid: cfg.data.skip_invalid,
     smallThreshold: cfg.data.small_threshold, dropThreshold: cfg.data.drop_threshold,

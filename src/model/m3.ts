@@ -10,6 +10,7 @@ import { UserError } from '../util/errors';
 import { recoverDir } from '../util/fsx';
 import { CARD_FILE, hubIdOf, modelCard, readTrainingRecord, RECORD_FILE, TrainingRecord } from './card';
 import { EncoderConfig, parseConfig, readConfig } from './config';
+import { resolveModelDir } from './hub';
 import { CONFIG_OVERRIDES, ConfigOverrides } from './schema';
 import { Params } from './encoder';
 import { loadTokenizer, Tokenizer } from './tokenizer';
@@ -64,6 +65,16 @@ export function loadModel(dir: string, opts: LoadOptions = {}): M3Model {
     throw new UserError(`${tokDir}: tokenizer has ${tokenizer.vocabSize} tokens but the model's vocab_size is ${config.vocabSize}`);
   }
   return { config, params, tokenizer, source: dir };
+}
+
+/**
+ * loadModel from a model dir or a Hub id (`org/name`, `org/name@revision`: fetched into the Hugging Face cache
+ * when needed, see ./hub.ts); `opts.tokenizer` may be either too.
+ */
+export async function openModel(spec: string, opts: LoadOptions = {}): Promise<M3Model> {
+  const dir = await resolveModelDir(spec);
+  const tokenizer = opts.tokenizer === undefined ? undefined : await resolveModelDir(opts.tokenizer, { files: 'tokenizer' });
+  return loadModel(dir, { ...opts, tokenizer });
 }
 
 export function hasTokenizerFiles(dir: string): boolean {
@@ -206,7 +217,7 @@ export function withOverrides(cfg: EncoderConfig, o: ConfigOverrides, where: str
 
 /**
  * A stage's starting model: a model dir (`init`), or a fresh one from an HF config.json plus a tokenizer;
- * either way with the stage's config.json overrides.
+ * either way with the stage's config.json overrides. Dirs are local (Hub ids: resolveModelSources first).
  */
 export function loadOrInitModel(o: { init?: string; config?: string; tokenizer?: string } & ConfigOverrides, seed: number, where: string): M3Model {
   if (o.init) {

@@ -17,9 +17,9 @@ export const CONFIG_OVERRIDES = Object.keys(CONFIG_OVERRIDE_SCHEMA) as (keyof ty
 export type ConfigOverrides = Infer<typeof CONFIG_OVERRIDE_SCHEMA>;
 
 export const MODEL_SCHEMA = {
-  init: { type: 'string', optional: true, doc: 'model dir to start from (HF / FlagEmbedding / a previous stage)' },
+  init: { type: 'string', optional: true, doc: 'model dir to start from (HF / FlagEmbedding / a previous stage) or Hub id org/name[@revision]' },
   config: { type: 'string', optional: true, doc: 'HF config.json to start from scratch (with `tokenizer`)' },
-  tokenizer: { type: 'string', optional: true, doc: 'tokenizer dir (default: the init dir)' },
+  tokenizer: { type: 'string', optional: true, doc: 'tokenizer dir or Hub id (default: the init model\'s)' },
   license: { type: 'string', optional: true, doc: 'license id for the model card (apache-2.0, mit, ...)' },
   extend_positions: { type: 'int', default: 0, min: 0, doc: 'grow the position table to this many rows (stage 1 of the paper: 8194)' },
   ...CONFIG_OVERRIDE_SCHEMA,

@@ -7,6 +7,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { openDataset, PretrainBatch } from '../data';
 import { stageEvaluator } from '../eval/config';
+import { resolveModelSources } from '../model/hub';
 import { applyFreezing, disposeModel, extendPositions, loadOrInitModel, saveModel } from '../model/m3';
 import { encodeSafetensors, readSafetensors } from '../model/weights/safetensors';
 import { isRestart, joinProcessGroup, manifestsOf, rank0First } from '../train/distributed';
@@ -22,14 +23,15 @@ import { decoderTensors, DECODER_FILE, encoderPrefix, retroMaeParams } from '../
 
 export async function runPretrain(cfg: PretrainConfig, opts: Omit<RunOptions, 'outputDir'>): Promise<RunResult> {
   const group = joinProcessGroup(cfg.train.dist_timeout_s);
-  const model = loadOrInitModel(cfg.model, cfg.train.seed, cfg.output_dir);
+  const src = await rank0First(group, 'fetching the model', () => resolveModelSources(cfg.model)); // Hub ids → cached dirs
+  const model = loadOrInitModel(src, cfg.train.seed, cfg.output_dir);
   if (cfg.model.extend_positions) extendPositions(model.config, model.params, cfg.model.extend_positions);
   applyFreezing(model, { fixPositionEmbedding: cfg.train.fix_position_embedding });
   const tok = model.tokenizer!;
-  const savedDecoder = cfg.model.init && fs.existsSync(path.join(cfg.model.init, DECODER_FILE)) ? readSafetensors(path.join(cfg.model.init, DECODER_FILE)) : new Map();
+  const savedDecoder = src.init && fs.existsSync(path.join(src.init, DECODER_FILE)) ? readSafetensors(path.join(src.init, DECODER_FILE)) : new Map();
   const params = retroMaeParams(model.config, model.params, savedDecoder, cfg.train.seed + 11);
   const dirs = await rank0First(group, 'preparing the training data', () =>
-    stageDatasets(cfg.data.train, cfg.model.tokenizer ?? cfg.model.init!, { format: 'pretrain', maxLen: cfg.data.max_len, skipInvalid: cfg.data.skip_invalid }, cfg.data.cache_dir));
+    stageDatasets(cfg.data.train, src.tokenizer ?? src.init!, { format: 'pretrain', maxLen: cfg.data.max_len, skipInvalid: cfg.data.skip_invalid }, cfg.data.cache_dir));
   const reader = await openDataset(dirs, { seed: cfg.train.seed, batchSize: cfg.data.batch_size, tokenizer: tok, rank: group?.rank ?? 0, worldSize: group?.worldSize ?? 1 });
   const masking: RetroMaeMasking = { encoderRatio: cfg.masking.encoder_mlm_probability, decoderRatio: cfg.masking.decoder_mlm_probability, poolSize: cfg.masking.decoder_mask_pool };
   const dropout = model.config.hiddenDropout > 0 || model.config.attentionDropout > 0;

@@ -17,6 +17,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
+import { resolveModelSources } from '../model/hub';
 import { addHeads, disposeModel, hasHeads, loadModel, loadOrInitModel, M3Model } from '../model/m3';
 import { evaluateBeir, EvalResults, formatResultsTable } from '../eval/beir';
 import { checkEvalConfig, EVAL_SCHEMA, EvalConfig, evalOptions } from '../eval/config';
@@ -218,8 +219,9 @@ export async function runDemo(o: DemoOptions): Promise<DemoResults> {
 
   const first = stages[0];
   const initName = first.model.init ? 'initial' : 'untrained';
+  const firstModel = await resolveModelSources(first.model);
   await evaluateStage(0, initName, first.model.init ?? null,
-    () => loadOrInitModel(first.model, first.train.seed, first.output_dir),
+    () => loadOrInitModel(firstModel, first.train.seed, first.output_dir),
     { model: first.model, seed: first.train.seed }, null, true);
 
   let stageStart = performance.now();

@@ -2,6 +2,8 @@
  * Reading a stage config: the `stage` key picks the schema (retromae, pairs, unified), `--set` overrides
  * apply, and input paths (model.*, data.train, data.cache_dir, eval.data) resolve against the config
  * file's folder so shipped configs work from any directory; output_dir resolves against the working dir.
+ * `model.init` and `model.tokenizer` that are no path there but read `org/name[@revision]` stay Hub ids (the
+ * stage runners fetch them, src/model/hub.ts).
  *
  * Every key a user writes must act: a key of another stage's schema is an error naming the stage, and so
  * is a key whose setting makes it inert (SETTING_RULES). Defaults the schema fills in are never errors.
@@ -9,6 +11,7 @@
 import * as path from 'path';
 import { checkEvalConfig } from '../eval/config';
 import { finetuneSchema, FinetuneConfig } from '../finetune/config';
+import { modelSpec } from '../model/hub';
 import { pretrainSchema, PretrainConfig } from '../pretrain/config';
 import { reportsToTensorboard } from '../train/config';
 import { isWritten, loadConfig } from '../util/config-file';
@@ -51,9 +54,10 @@ export function loadStageConfig(file: string, sets: string[] = []): StageConfig 
   checkSettings(cfg, written, where);
   const base = path.dirname(path.resolve(file));
   const rel = (p: string | undefined) => (p === undefined ? p : path.resolve(base, p));
-  cfg.model.init = rel(cfg.model.init);
+  const spec = (p: string | undefined) => (p === undefined ? p : modelSpec(p, base));
+  cfg.model.init = spec(cfg.model.init);
   cfg.model.config = rel(cfg.model.config);
-  cfg.model.tokenizer = rel(cfg.model.tokenizer);
+  cfg.model.tokenizer = spec(cfg.model.tokenizer);
   cfg.data.train = cfg.data.train.map((p) => path.resolve(base, p));
   cfg.data.cache_dir = path.resolve(base, cfg.data.cache_dir);
   cfg.output_dir = path.resolve(cfg.output_dir);

@@ -4,6 +4,7 @@
  */
 import * as os from 'os';
 import type { Argv, CommandModule } from 'yargs';
+import { resolveModelDir } from '../../model/hub';
 import { loadTokenizer } from '../../model/tokenizer';
 import { prepareDataset } from '../../data/prepare';
 import { checkJson, checkTrainingData, formatCheck } from '../../data/check';
@@ -35,7 +36,7 @@ const prepareCommand: CommandModule<object, PrepareArgs> = {
   builder: (y: Argv) => y
     .option('format', { type: 'string', choices: DATA_FORMATS, demandOption: true, describe: 'finetune {query,pos,neg,...} | pairs {query,pos} | pretrain {text}' })
     .option('input', { type: 'string', array: true, demandOption: true, describe: 'JSONL files (.jsonl, .json, .jsonl.gz) or directories of them' })
-    .option('model', { type: 'string', demandOption: true, describe: 'model dir or tokenizer-only folder (gives the tokenizer)' })
+    .option('model', { type: 'string', demandOption: true, describe: 'model dir, tokenizer-only folder or Hub id org/name[@revision] (gives the tokenizer; from the Hub only its tokenizer files are fetched)' })
     .option('output', { type: 'string', demandOption: true, describe: 'dataset dir to write (replaced atomically)' })
     .option('query-max-len', { type: 'number', describe: 'query tokens incl. specials (default 32)' })
     .option('passage-max-len', { type: 'number', describe: 'passage tokens incl. specials (default 128)' })
@@ -47,13 +48,14 @@ const prepareCommand: CommandModule<object, PrepareArgs> = {
     .option('query-instruction', { type: 'string', describe: 'instruction before queries; rows\' "prompt" fields replace it and are used only when it is given ("" = prompts only)' })
     .option('query-instruction-format', { type: 'string', default: '{}{}', describe: 'how instruction and query are joined' })
     .option('workers', { type: 'number', default: os.availableParallelism(), defaultDescription: 'the number of cores', describe: 'threads that tokenize (the output is the same for any number)' })
-    .example('$0 data prepare --format finetune --input train/ --model ./bge-m3 --output data/ft', 'every .jsonl in train/ (a *-no_in_batch_neg dir turns off in-batch negatives)')
+    .example('$0 data prepare --format finetune --input train/ --model BAAI/bge-m3 --output data/ft', 'every .jsonl in train/ (a *-no_in_batch_neg dir turns off in-batch negatives); the Hub model\'s tokenizer')
     .example('$0 data prepare --format finetune --input a.jsonl b.jsonl.gz --model ./bge-m3 --output data/ft --query-max-len 64 --passage-max-len 512', 'longer texts')
     .example('$0 data prepare --format pairs --input pairs.jsonl --model ./m --output data/unsup --skip-invalid', 'weakly supervised pairs, skipping bad rows')
     .example('$0 data prepare --format pretrain --input corpus.jsonl.gz --model ./m --output data/rmae --max-len 512', 'RetroMAE blocks from {"text": ...} lines')
     .example('$0 data prepare --format pairs --input pairs/ --model ./m --output data/unsup --workers 4', 'tokenize on 4 threads') as never,
   handler: handler<PrepareArgs>(async (args) => {
-    const tok = loadTokenizer(args.model);
+    const tokenizerDir = await resolveModelDir(args.model, { files: 'tokenizer' });
+    const tok = loadTokenizer(tokenizerDir);
     const m = await prepareDataset(args.input, tok, args.output, {
       format: args.format,
       queryMaxLen: args.queryMaxLen,
@@ -66,7 +68,7 @@ const prepareCommand: CommandModule<object, PrepareArgs> = {
       queryInstruction: args.queryInstruction ?? null,
       queryInstructionFormat: args.queryInstructionFormat,
       workers: args.workers,
-      tokenizerDir: args.model,
+      tokenizerDir,
     });
     printJson({
       output: args.output,

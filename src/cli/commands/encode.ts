@@ -4,7 +4,7 @@ import type { CommandModule } from 'yargs';
 import { check, UserError } from '../../util/errors';
 import { writeFileAtomic } from '../../util/fsx';
 import { Progress } from '../../util/progress';
-import { loadModel } from '../../model/m3';
+import { openModel } from '../../model/m3';
 import { encodeIds, OUTPUT_KINDS, OutputKind } from '../../model/inference';
 import { jsonObjects, readTextFile } from '../../eval/files';
 import { CommonArgs, handler } from '../run';
@@ -27,16 +27,17 @@ export const encodeCommand: CommandModule<object, EncodeArgs> = {
   command: 'encode',
   describe: 'Encode a JSONL file of texts (or input_ids) into dense / sparse / colbert outputs',
   builder: (y) => y
-    .option('model', { type: 'string', demandOption: true, describe: 'model dir (HF / FlagEmbedding / m3 layout)' })
+    .option('model', { type: 'string', demandOption: true, describe: 'model dir (HF / FlagEmbedding / m3 layout) or Hub id org/name[@revision]' })
     .option('input', { type: 'string', demandOption: true, describe: 'JSONL, one object per line with a text field or input_ids' })
     .option('output', { type: 'string', demandOption: true, describe: 'JSONL to write, one line per input line' })
-    .option('tokenizer', { type: 'string', describe: 'tokenizer dir (default: the model dir)' })
+    .option('tokenizer', { type: 'string', describe: 'tokenizer dir or Hub id (default: the model dir)' })
     .option('field', { type: 'string', default: 'text', describe: 'name of the text field' })
     .option('return', { type: 'string', default: 'dense', describe: 'comma list of dense,sparse,colbert' })
     .option('max-length', { type: 'number', describe: 'truncate inputs to this many tokens (default: the model maximum)' })
     .option('batch-size', { type: 'number', default: 32 })
     .option('mcls', { type: 'boolean', describe: 'multiple CLS for long inputs (a CLS every 256 tokens; dense only)' })
     .example('$0 encode --model ./bge-m3 --input docs.jsonl --output emb.jsonl', 'dense vectors of {"text": ...} lines')
+    .example('$0 encode --model BAAI/bge-m3 --input docs.jsonl --output emb.jsonl', 'from the Hub, through the Hugging Face cache (HF_HOME, HF_TOKEN, HF_HUB_OFFLINE=1)')
     .example('$0 encode --model ./bge-m3 --input q.jsonl --output q.out.jsonl --return dense,sparse,colbert', 'all three outputs')
     .example('$0 encode --model ./m --input ids.jsonl --output o.jsonl', 'lines may carry {"input_ids": [0, 581, 2]} instead of text') as never,
   handler: handler<EncodeArgs>(async (args) => {
@@ -44,7 +45,7 @@ export const encodeCommand: CommandModule<object, EncodeArgs> = {
     for (const o of outputs) check(OUTPUT_KINDS.includes(o as OutputKind), `--return: unknown output '${o}' (choose from ${OUTPUT_KINDS.join(', ')})`);
     check(Number.isInteger(args.batchSize) && args.batchSize > 0, `--batch-size must be a positive integer, got ${args.batchSize}`);
     if (args.maxLength !== undefined) check(Number.isInteger(args.maxLength) && args.maxLength >= 2, `--max-length must be an integer ≥ 2, got ${args.maxLength}`);
-    const model = loadModel(args.model, { tokenizer: args.tokenizer });
+    const model = await openModel(args.model, { tokenizer: args.tokenizer });
     const lines = readInputLines(args.input);
     const seqs = lines.map(({ value, line }) => toIds(value, line, args, model.tokenizer));
     const progress = new Progress('encode', seqs.length, 'seq');

@@ -3,7 +3,7 @@ import * as path from 'path';
 import type { CommandModule } from 'yargs';
 import { check } from '../../util/errors';
 import { writeFileAtomic } from '../../util/fsx';
-import { hasHeads, loadModel } from '../../model/m3';
+import { hasHeads, openModel } from '../../model/m3';
 import { DEFAULT_MAX_LENGTH, DEFAULT_TOP_K, formatResultsTable, parseModes, retrieveBeir, scoreRuns } from '../../eval/beir';
 import { DEFAULT_MODE_WEIGHTS, MODES, Mode } from '../../model/scores';
 import { formatRunTrec } from '../../eval/trec';
@@ -42,8 +42,8 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
   command: 'eval',
   describe: 'Evaluate retrieval (nDCG@10, Recall@100, MRR@10 as trec_eval computes them) on a BEIR folder',
   builder: (y) => y
-    .option('model', { type: 'string', demandOption: true, describe: 'model dir (HF / FlagEmbedding / m3 layout)' })
-    .option('tokenizer', { type: 'string', describe: 'tokenizer dir (default: the model dir)' })
+    .option('model', { type: 'string', demandOption: true, describe: 'model dir (HF / FlagEmbedding / m3 layout) or Hub id org/name[@revision]' })
+    .option('tokenizer', { type: 'string', describe: 'tokenizer dir or Hub id (default: the model dir)' })
     .option('data', { type: 'string', demandOption: true, describe: 'BEIR folder: corpus.jsonl[.gz], queries.jsonl, qrels/<split>.tsv' })
     .option('split', { type: 'string', default: 'dev', describe: 'qrels/<split>.tsv to evaluate' })
     .option('modes', { type: 'string', describe: `comma list of ${MODES.join(',')} (FlagEmbedding's sparse+dense and colbert+sparse+dense are accepted; default: all five when the model has M3 heads, else dense)` })
@@ -56,12 +56,13 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
     .option('run-file', { type: 'string', describe: 'write TREC runs (full-precision scores, tag m3-<mode>); with several modes one file per mode, named FILE with .<mode> before the extension' })
     .option('json', { type: 'string', describe: 'write {"<mode>": {"ndcg@10", "recall@100", "mrr@10"}} to this file' })
     .example('$0 eval --model ./bge-m3 --data ./nfcorpus --split dev', 'all modes; a table on stdout')
+    .example('$0 eval --model BAAI/bge-m3@main --data ./nfcorpus', 'a Hub model at a revision (branch, tag or commit)')
     .example('$0 eval --model ./m --data ./nfcorpus --modes dense,all --weights 1,0.3,1 --json metrics.json', 'dense and the three-way hybrid')
     .example('$0 eval --model ./m --data ./nfcorpus --modes dense,sparse --run-file runs/nf.trec', 'writes runs/nf.dense.trec and runs/nf.sparse.trec')
     .example('$0 eval --model ./m --data ./nfcorpus --max-queries 50 --max-length 128', 'a quick look') as never,
   handler: handler<EvalArgs>(async (args) => {
     const weights = parseWeights(args.weights);
-    const model = loadModel(args.model, { tokenizer: args.tokenizer, requireTokenizer: true });
+    const model = await openModel(args.model, { tokenizer: args.tokenizer, requireTokenizer: true });
     const modes = args.modes !== undefined ? parseModes(args.modes) : hasHeads(model) ? [...MODES] : (['dense'] as Mode[]);
     const { dataset, runs, seconds } = await retrieveBeir(model, path.resolve(args.data), {
       split: args.split, modes, weights, maxLength: args.maxLength, queryMaxLength: args.queryMaxLength, topK: args.topK,

@@ -3,7 +3,7 @@ import * as path from 'path';
 import type { CommandModule } from 'yargs';
 import { check } from '../../util/errors';
 import { writeFileAtomic } from '../../util/fsx';
-import { loadModel } from '../../model/m3';
+import { openModel } from '../../model/m3';
 import { maxInputLength } from '../../model/config';
 import { DEFAULT_MAX_LENGTH } from '../../eval/beir';
 import { mineHardNegatives, parseRange, readCandidatePool, readTrainingJsonl } from '../../eval/mine';
@@ -33,8 +33,8 @@ export const mineCommand: CommandModule<object, MineArgs> = {
   command: 'mine',
   describe: 'Mine hard negatives for {"query","pos","neg"} training data with a model (FlagEmbedding hn_mine semantics)',
   builder: (y) => y
-    .option('model', { type: 'string', demandOption: true, describe: 'model dir used for dense retrieval' })
-    .option('tokenizer', { type: 'string', describe: 'tokenizer dir (default: the model dir)' })
+    .option('model', { type: 'string', demandOption: true, describe: 'model dir or Hub id org/name[@revision], used for dense retrieval' })
+    .option('tokenizer', { type: 'string', describe: 'tokenizer dir or Hub id (default: the model dir)' })
     .option('input', { type: 'string', demandOption: true, describe: 'training JSONL: {"query": str, "pos": [str], "neg"?: [str], ...}' })
     .option('corpus', { type: 'string', describe: 'candidate pool, JSONL of {"text": str} (default: every pos and neg text of --input)' })
     .option('output', { type: 'string', describe: 'JSONL to write (default: INPUT_minedHN.jsonl)' })
@@ -44,7 +44,7 @@ export const mineCommand: CommandModule<object, MineArgs> = {
     .option('query-max-length', { type: 'number', describe: 'query truncation in tokens (default: --max-length)' })
     .option('batch-size', { type: 'number', default: 32, describe: 'texts per encoder batch' })
     .option('seed', { type: 'number', default: 42, describe: 'seed of the random draws (same seed, same output)' })
-    .example('$0 mine --model ./bge-m3 --input train.jsonl --corpus corpus.jsonl --range 2-200 --negatives 15', 'writes train_minedHN.jsonl')
+    .example('$0 mine --model BAAI/bge-m3 --input train.jsonl --corpus corpus.jsonl --range 2-200 --negatives 15', 'writes train_minedHN.jsonl')
     .example('$0 mine --model ./m --input train.jsonl --range 10-210 --negatives 7 --output mined.jsonl', 'pool = the texts of train.jsonl') as never,
   handler: handler<MineArgs>(async (args) => {
     const range = parseRange(args.range);
@@ -56,7 +56,7 @@ export const mineCommand: CommandModule<object, MineArgs> = {
     check(Number.isInteger(args.batchSize) && args.batchSize >= 1, `--batch-size must be a positive integer, got ${args.batchSize}`);
     const examples = readTrainingJsonl(args.input);
     const pool = args.corpus ? readCandidatePool(args.corpus) : null;
-    const model = loadModel(args.model, { tokenizer: args.tokenizer, requireTokenizer: true });
+    const model = await openModel(args.model, { tokenizer: args.tokenizer, requireTokenizer: true });
     const limit = maxInputLength(model.config);
     const maxLength = Math.min(args.maxLength, limit);
     const { rows, stats } = await mineHardNegatives(model, examples, pool, {

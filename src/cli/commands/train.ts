@@ -33,6 +33,7 @@ export const trainCommand: CommandModule<object, TrainArgs> = {
   builder: (y) => common(y, 'train')
     .example('$0 train configs/tiny/unified.yaml', 'unified fine-tuning on the shipped toy data')
     .example('$0 train configs/tiny/unified.yaml --set output_dir=runs/u --set train.max_steps=50', 'override keys')
+    .example('$0 train my-unified.yaml --set model.init=BAAI/bge-m3', 'fine-tune a Hub model (fetched into the Hugging Face cache)')
     .example('$0 train configs/tiny/unified.yaml --resume', 'continue after a crash or Ctrl-C')
     .example('$0 train configs/tiny/unified.yaml --set train.report_to=tensorboard', 'also TensorBoard event files: tensorboard --logdir OUTPUT_DIR/runs')
     .example('$0 train configs/tiny/unified.yaml --nproc-per-node 2', 'data-parallel: 2 workers on this machine')

@@ -21,7 +21,7 @@ import { CARD_FILE, hubIdOf, modelCard, readTrainingRecord, RECORD_FILE } from '
 import { EncoderConfig, maxInputLength, readConfig } from '../config';
 import { loadTokenizer, Tokenizer } from '../tokenizer';
 import { writeAll } from '../weights/fileio';
-import { readModelWeights } from '../weights/modeldir';
+import { readModelWeights, SENTENCE_TRANSFORMERS_FILES } from '../weights/modeldir';
 import { TensorMap } from '../weights/types';
 import { buildEncoderGraph, DEFAULT_OPSET, EXPORT_DTYPES, ExportDtype, MAX_OPSET, MIN_OPSET, takesTokenTypes } from './encoder-graph';
 import { writeOnnx } from './writer';
@@ -78,8 +78,6 @@ function writeSynced(file: string, data: Uint8Array): void {
 }
 
 const writeJson = (file: string, value: unknown): void => writeSynced(file, Buffer.from(JSON.stringify(value, null, 2) + '\n', 'utf8'));
-
-const SENTENCE_TRANSFORMERS_FILES = ['modules.json', 'sentence_bert_config.json', 'config_sentence_transformers.json'];
 
 export function checkExportOptions(o: ExportOptions): { dtypes: ExportDtype[]; opset: number; externalData: boolean | 'auto' } {
   const dtypes = o.dtypes ?? ['fp32'];

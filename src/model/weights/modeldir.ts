@@ -28,9 +28,12 @@ export interface ModelWeights {
 }
 
 export const HEAD_FILES = ['colbert_linear', 'sparse_linear'] as const;
+/** The sentence-transformers files at the root of a model dir (module folders such as 1_Pooling/ aside). */
+export const SENTENCE_TRANSFORMERS_FILES = ['modules.json', 'sentence_bert_config.json', 'config_sentence_transformers.json'];
 const ARCH_PREFIXES = ['bert.', 'roberta.', 'xlm_roberta.', 'model.'];
 const ENCODER_ROOTS = ['embeddings.', 'encoder.', 'pooler.'];
-const WEIGHT_FILES = ['model.safetensors', 'model.safetensors.index.json', 'pytorch_model.bin', 'pytorch_model.bin.index.json'];
+/** Weight files in the order they are looked for (the first present is read). */
+export const WEIGHT_FILES = ['model.safetensors', 'model.safetensors.index.json', 'pytorch_model.bin', 'pytorch_model.bin.index.json'];
 
 const isFile = (p: string) => fs.existsSync(p) && fs.statSync(p).isFile();
 

@@ -26,7 +26,7 @@ export { encodeIds, encodeTexts } from './model/inference';
 export type { Embedding, EncodeOptions, OutputKind } from './model/inference';
 export { colbertScore, denseScore, fuseScores, lexicalScore, MODE_ALIASES, modeNamed, MODES } from './model/scores';
 export type { Mode, ModeScores, SparseVec } from './model/scores';
-export { loadReranker } from './model/reranker';
+export { loadReranker, openReranker } from './model/reranker';
 export type { Reranker } from './model/reranker';
 export { exportOnnx } from './model/export';
 export type { ExportOptions, ExportResult } from './model/export';

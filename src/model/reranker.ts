@@ -14,6 +14,7 @@ import { UserError } from '../util/errors';
 import { TokenBatch } from '../util/token-batch';
 import { encoderForward } from './encoder';
 import { loadModel, LoadOptions, M3Model } from './m3';
+import { resolveModelDir } from './hub';
 
 /** A loaded reranker: the encoder and its head's weights (`classifier.*`, BERT's `pooler.dense.*`) in `params`. */
 export type Reranker = M3Model;
@@ -33,6 +34,12 @@ function numLabels(raw: Record<string, unknown>): number {
   if (Number.isInteger(raw.num_labels)) return raw.num_labels as number;
   if (raw.id2label && typeof raw.id2label === 'object') return Object.keys(raw.id2label).length;
   return 2;
+}
+
+/** `loadReranker` for a dir or a Hub id (`org/name[@revision]`, fetched into the Hugging Face cache). */
+export async function openReranker(spec: string, opts: Pick<LoadOptions, 'tokenizer'> = {}): Promise<Reranker> {
+  const tokenizer = opts.tokenizer === undefined ? undefined : await resolveModelDir(opts.tokenizer, { files: 'tokenizer' });
+  return loadReranker(await resolveModelDir(spec), { tokenizer });
 }
 
 /**

@@ -144,3 +144,32 @@ describe('scoring a training file', () => {
     disposeModel(r);
   });
 });
+
+describe('a reranker by Hub id', () => {
+  test('org/name served by a fake Hub on 127.0.0.1 opens through the Hugging Face cache and gives the golden logits', async () => {
+    const { repoFromDir, startFakeHub } = await import('../helpers/fake-hub');
+    const { openReranker } = await import('../../src/model/reranker');
+    const vars = ['HF_HOME', 'HF_HUB_CACHE', 'HF_ENDPOINT', 'HF_TOKEN', 'HF_HUB_OFFLINE'];
+    const saved = Object.fromEntries(vars.map((k) => [k, process.env[k]]));
+    const hub = await startFakeHub({ 'acme/tiny-reranker': repoFromDir(path.join(HERE, 'xlmr')) });
+    try {
+      for (const k of vars) delete process.env[k];
+      Object.assign(process.env, { HF_HOME: path.join(tmp, 'hf-home'), HF_ENDPOINT: hub.url });
+      await tf.setBackend('wasm');
+      const c = golden.cases.find((x) => x.model === 'xlmr')!;
+      const r = await openReranker('acme/tiny-reranker');
+      try {
+        expect(r.source.startsWith(path.join(tmp, 'hf-home', 'hub', 'models--acme--tiny-reranker', 'snapshots'))).toBe(true);
+        expectClose(await scorePairs(r, c.pairs, { maxLength: c.max_length, batchSize: 4, progress: false }), c.logits, golden.tolerance, 'Hub id');
+      } finally {
+        disposeModel(r);
+      }
+    } finally {
+      await hub.close();
+      for (const k of vars) {
+        if (saved[k] === undefined) delete process.env[k];
+        else process.env[k] = saved[k];
+      }
+    }
+  });
+});

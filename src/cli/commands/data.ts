@@ -101,7 +101,7 @@ const checkCommand: CommandModule<object, CheckArgs> = {
     .option('input', { type: 'string', array: true, demandOption: true, describe: 'JSONL files (.jsonl, .json, .jsonl.gz) or directories of them' })
     .option('format', { type: 'string', choices: DATA_FORMATS, describe: 'finetune | pairs | pretrain (default: from the first line: query+neg, query, text)' })
     .option('group-size', { type: 'number', describe: 'train_group_size for the short-group check (default 8; 1 for pairs); a row\'s train_group_size column wins' })
-    .option('tokenizer', { type: 'string', describe: 'model dir or tokenizer folder: count texts over --max-length tokens' })
+    .option('tokenizer', { type: 'string', describe: 'model dir, tokenizer folder or Hub id: count texts over --max-length tokens' })
     .option('max-length', { type: 'number', describe: 'passage max length in tokens, specials included (with --tokenizer)' })
     .option('query-max-length', { type: 'number', describe: 'query max length in tokens (default: --max-length)' })
     .option('eval', { type: 'string', describe: 'BEIR folder: count training queries and positives that are evaluation queries (leakage)' })
@@ -123,7 +123,7 @@ const checkCommand: CommandModule<object, CheckArgs> = {
     const c = await checkTrainingData(args.input, {
       format: args.format,
       groupSize: args.groupSize,
-      tokenizer: args.tokenizer ? loadTokenizer(args.tokenizer) : undefined,
+      tokenizer: args.tokenizer ? loadTokenizer(await resolveModelDir(args.tokenizer, { files: 'tokenizer' })) : undefined,
       maxLength: args.maxLength,
       queryMaxLength: args.queryMaxLength,
       evalQueries: args.eval ? loadBeirQueries(args.eval, args.evalSplit) : undefined,

@@ -21,6 +21,7 @@ import { addHeads, disposeModel, hasHeads, loadModel, loadOrInitModel, M3Model }
 import { evaluateBeir, EvalResults, formatResultsTable } from '../eval/beir';
 import { checkEvalConfig, EVAL_SCHEMA, EvalConfig, evalOptions } from '../eval/config';
 import { BeirDataset, loadBeir } from '../eval/data';
+import { detectEvalData } from '../eval/datasets';
 import { METRIC_NAMES, RetrievalMetrics } from '../eval/metrics';
 import { writeReport } from '../eval/report';
 import { FinetuneConfig } from '../finetune/config';
@@ -84,6 +85,7 @@ export function loadEvalConfig(file: string, sets: string[] = []): EvalConfig {
   const cfg = loadConfig<EvalConfig>(file, EVAL_SCHEMA, sets, '--eval-set').config;
   if (!cfg.data) throw new UserError(`${file}: key 'data' is required (a BEIR folder to evaluate on)`);
   cfg.data = path.resolve(path.dirname(path.resolve(file)), cfg.data);
+  if (detectEvalData(cfg.data).format !== 'beir') throw new UserError(`${file}: key 'data' must be a BEIR folder for m3 demo (its report compares stages on nDCG@10, Recall@100, MRR@10); got ${cfg.data}`);
   checkEvalConfig(cfg, file);
   return cfg;
 }

@@ -61,7 +61,11 @@ export function detectEvalData(p: string): EvalDataSpec {
     throw new UserError(`${p}: not a recognised evaluation folder; expected ${LAYOUTS}`);
   }
   const pair = tatoebaPairOf(abs);
-  if (pair) return { path: pair.xxxFile, format: 'tatoeba', name: path.basename(pair.xxxFile).replace(/\.[^.]+$/, ''), language: pair.language };
+  if (pair) {
+    const missing = [pair.xxxFile, pair.engFile].find((f) => !fs.existsSync(f));
+    if (missing) throw new UserError(`${missing}: does not exist (a Tatoeba pair needs ${path.basename(pair.xxxFile)} and ${path.basename(pair.engFile)} side by side)`);
+    return { path: pair.xxxFile, format: 'tatoeba', name: path.basename(pair.xxxFile).replace(/\.[^.]+$/, ''), language: pair.language };
+  }
   if (abs.endsWith('.json')) {
     if (!looksLikeXquadR(parseJsonFile(abs))) throw new UserError(`${p}: not an XQuAD-R file (expected {"data": [{"paragraphs": [{"context", "qas", "sentences", "sentence_breaks"}]}]})`);
     return { path: abs, format: 'xquad-r', name: path.basename(abs), language: languageOfJson(abs) };

@@ -88,8 +88,8 @@ export async function evaluateDatasets(model: M3Model, specs: readonly EvalDataS
   const modes = opts.modes ?? ['dense'];
   if (opts.mcls && modes.some((m) => m !== 'dense')) throw new UserError(`--mcls scores dense only; use --modes dense (got ${modes.join(', ')})`);
   parseModes(modes);
-  checkModesSupported(model, modes);
   for (const s of specs) checkFormatModes(s, modes);
+  checkModesSupported(model, modes);
   if (!model.tokenizer) throw new UserError(`${model.source}: no tokenizer files (tokenizer.json or vocab.txt); evaluation needs one to encode text`);
   const progress = opts.progress ?? true;
   const log = opts.log ?? ((line: string) => progress && process.stderr.write(line + '\n'));

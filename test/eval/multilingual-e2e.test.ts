@@ -18,7 +18,7 @@ import { initModel, loadModel, saveModel } from '../../src/model/m3';
 import { loadTokenizer } from '../../src/model/tokenizer';
 import { readRunTrec } from '../../src/eval/trec';
 import { loadBeir } from '../../src/eval/data';
-import { availableBackends } from '../../src/backend';
+import { availableBackends, useBackend } from '../../src/backend';
 import { sharedDir } from '../helpers/shared';
 import { writeToyBeir, TINY_BERT } from './fixtures';
 
@@ -39,7 +39,7 @@ const subset = (lang: string): { data: { title: string; paragraphs: Para[] }[] }
 let backend = 'wasm'; // the backend the CLI runs on and the references are computed with
 
 beforeAll(async () => {
-  await tf.setBackend('wasm');
+  await useBackend('wasm');
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'm3-multi-e2e-'));
   const raw = JSON.parse(fs.readFileSync(path.join(TINY, 'model', 'config.json'), 'utf8'));
   modelDir = path.join(tmp, 'tiny');

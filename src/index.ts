@@ -46,6 +46,13 @@ export { evaluateBeir, formatResultsTable, retrieveBeir } from './eval/beir';
 export type { BeirEvalOptions, EvalResults } from './eval/beir';
 export { loadBeir } from './eval/data';
 export type { BeirDataset } from './eval/data';
+export { detectEvalData } from './eval/datasets';
+export type { EvalDataSpec, EvalFormat } from './eval/datasets';
+export { evaluateDatasets, formatMultiTable } from './eval/multi';
+export type { DatasetResult, MultiEvalOptions, MultiResults } from './eval/multi';
+export { loadHfJsonl } from './eval/hf-jsonl';
+export { loadXquadR } from './eval/xquad';
+export { evaluateTatoeba } from './eval/bitext';
 export { mineHardNegatives, readCandidatePool, readTrainingJsonl } from './eval/mine';
 export type { MineOptions, TrainingExample } from './eval/mine';
 // errors meant for the user (bad input): one line, no stack

@@ -98,10 +98,14 @@ export async function encodeAsM3Encode(model: M3Model, texts: string[], opts: { 
   return { data, rows: texts.length, dim };
 }
 
-/** Encodes both sides and scores them. */
+/** Encodes both sides (already read) and scores them. */
+export async function evaluateBitext(model: M3Model, sides: { xxx: string[]; eng: string[] }, language: string, opts: { batchSize?: number; mcls?: boolean; progress?: boolean } = {}): Promise<BitextMetrics & { pairs: number }> {
+  const x = await encodeAsM3Encode(model, sides.xxx, { ...opts, label: `encode ${language}` });
+  const e = await encodeAsM3Encode(model, sides.eng, { ...opts, label: 'encode eng' });
+  return { ...bitextMetrics(x, e), pairs: sides.xxx.length };
+}
+
+/** Reads a pair, encodes both sides and scores them. */
 export async function evaluateTatoeba(model: M3Model, pair: TatoebaPair, opts: { batchSize?: number; mcls?: boolean; maxPairs?: number; progress?: boolean } = {}): Promise<BitextMetrics & { pairs: number }> {
-  const { xxx, eng } = readTatoebaPair(pair, opts.maxPairs);
-  const x = await encodeAsM3Encode(model, xxx, { ...opts, label: `encode ${pair.language}` });
-  const e = await encodeAsM3Encode(model, eng, { ...opts, label: 'encode eng' });
-  return { ...bitextMetrics(x, e), pairs: xxx.length };
+  return evaluateBitext(model, readTatoebaPair(pair, opts.maxPairs), pair.language, opts);
 }

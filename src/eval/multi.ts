@@ -10,16 +10,18 @@
  * `mcls` scores dense through multiple CLS (`m3 encode --mcls`: a CLS every 256 tokens, inputs still cut at
  * the max length), for long documents as the paper's MLDR table does; it is dense-only.
  */
+import * as fs from 'fs';
+import * as path from 'path';
 import { M3Model } from '../model/m3';
 import { maxInputLength } from '../model/config';
 import { Mode } from '../model/scores';
 import { UserError } from '../util/errors';
-import { evaluateTatoeba, tatoebaPairOf } from './bitext';
+import { evaluateBitext, readTatoebaPair, tatoebaPairOf } from './bitext';
 import { BeirEvalOptions, checkModesSupported, DEFAULT_MAX_LENGTH, encodeCollection, parseModes, retrieveBeir, scoreRuns } from './beir';
 import { loadBeir } from './data';
 import { EvalDataSpec, EvalFormat, isRetrievalFormat } from './datasets';
-import { loadHfJsonl } from './hf-jsonl';
-import { evaluateXquadR, loadXquadR, XquadEncoder } from './xquad';
+import { hfSplitFile, hfSplits, loadHfJsonl } from './hf-jsonl';
+import { evaluateXquadR, loadXquadR, XquadEncoder, XquadPool } from './xquad';
 
 /** Every metric name a dataset row can carry, in table order. */
 export const ALL_METRICS = ['ndcg@10', 'recall@100', 'mrr@10', 'map@20', 'accuracy', 'accuracy_to_eng', 'accuracy_from_eng'] as const;
@@ -98,8 +100,17 @@ export async function evaluateDatasets(model: M3Model, specs: readonly EvalDataS
   const queryMaxLength = Math.min(opts.queryMaxLength ?? maxLength, modelMax);
   const denseEncoder: XquadEncoder = async (m, texts, len, label) =>
     (await encodeCollection(m, texts, ['dense'], { maxLength: len, batchSize: opts.batchSize, label, progress, mcls: opts.mcls })).dense!;
+  // The small formats are read (and any fault in them reported) before anything is encoded; BEIR and
+  // Hugging Face corpora, which can be large, are loaded one at a time.
+  const small = specs.map((s) => (s.format === 'xquad-r' ? loadXquadR(s.path, { maxQueries: opts.maxQueries })
+    : s.format === 'tatoeba' ? readTatoebaPair(tatoebaPairOf(s.path)!, opts.maxQueries) : null));
+  for (const s of specs) {
+    const split = opts.split ?? 'dev';
+    if (s.format === 'beir' && !fs.existsSync(path.join(s.path, 'qrels', `${split}.tsv`))) throw new UserError(`${s.path}: no qrels/${split}.tsv for split '${split}'`);
+    if (s.format === 'hf-jsonl' && !hfSplitFile(s.path, split)) throw new UserError(`${s.path}: no ${split}.jsonl for split '${split}' (splits here: ${hfSplits(s.path).join(', ')})`);
+  }
   const rows: DatasetResult[] = [];
-  for (const spec of specs) {
+  for (const [i, spec] of specs.entries()) {
     const t = performance.now();
     const secs = () => ((performance.now() - t) / 1000).toFixed(1);
     if (isRetrievalFormat(spec.format)) {
@@ -110,13 +121,13 @@ export async function evaluateDatasets(model: M3Model, specs: readonly EvalDataS
       rows.push({ name: spec.name, format: spec.format, language: spec.language, metrics: scoreRuns(dataset, runs) as ModeMetrics });
       log(`${spec.name} (${spec.format}, ${dataset.split}): ${dataset.queryIds.length} queries, ${dataset.corpus.ids.length} documents, ${secs()} s`);
     } else if (spec.format === 'xquad-r') {
-      const pool = loadXquadR(spec.path, { maxQueries: opts.maxQueries });
+      const pool = small[i] as XquadPool;
       const byLang = await evaluateXquadR(model, pool, denseEncoder, { maxLength, queryMaxLength });
       for (const [lang, map] of byLang) rows.push({ name: spec.name, format: spec.format, language: lang, metrics: { dense: { 'map@20': map } } });
       const questions = [...pool.questions.values()].reduce((a, q) => a + q.ids.length, 0);
       log(`${spec.name} (xquad-r, ${pool.languages.join(' ')}): ${questions} questions, ${pool.candidates.texts.length} candidates, ${secs()} s`);
     } else {
-      const r = await evaluateTatoeba(model, tatoebaPairOf(spec.path)!, { batchSize: opts.batchSize, mcls: opts.mcls, maxPairs: opts.maxQueries, progress });
+      const r = await evaluateBitext(model, small[i] as { xxx: string[]; eng: string[] }, spec.language!, { batchSize: opts.batchSize, mcls: opts.mcls, progress });
       rows.push({ name: spec.name, format: spec.format, language: spec.language, metrics: { dense: { 'accuracy': r.accuracy, 'accuracy_to_eng': r.accuracy_to_eng, 'accuracy_from_eng': r.accuracy_from_eng } } });
       log(`${spec.name} (tatoeba): ${r.pairs} sentence pairs, ${secs()} s`);
     }

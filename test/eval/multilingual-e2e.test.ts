@@ -187,6 +187,20 @@ test('modes XQuAD-R and Tatoeba cannot score, and --run-file with several datase
   const bad = await runCli(['eval', '--model', modelDir, '--data', path.join(tmp, 'tatoeba.fra-eng.fra')]);
   expect(bad.code).toBe(1);
   expect(bad.stderr).toMatch(/tatoeba\.fra-eng\.fra: does not exist/);
+  // a stranger's files: one line naming the file and place, exit 1, no JSON written
+  fs.writeFileSync(path.join(tmp, 'tatoeba.ita-eng.ita'), 'uno\ndue\n');
+  fs.writeFileSync(path.join(tmp, 'tatoeba.ita-eng.eng'), 'one\n');
+  const json = path.join(tmp, 'never.json');
+  const misaligned = await runCli(['eval', '--model', modelDir, '--data', xqDir, '--data', path.join(tmp, 'tatoeba.ita-eng.ita'), '--json', json]);
+  expect(misaligned.code).toBe(1);
+  expect(misaligned.stderr).toMatch(/^m3: error: .*tatoeba\.ita-eng\.ita: 2 lines but .*tatoeba\.ita-eng\.eng has 1; the pair must be line-aligned\n$/);
+  expect(fs.existsSync(json)).toBe(false);
+  const brokenDir = path.join(tmp, 'broken-xq');
+  fs.mkdirSync(brokenDir);
+  fs.writeFileSync(path.join(brokenDir, 'fr.json'), '{"data": [{"paragraphs": [{"sentences": ["a"], "sentence_breaks": [[0, 1]], "qas": [{"id": "q", "question": "?", "answers": []}]}]}]}');
+  const broken = await runCli(['eval', '--model', modelDir, '--data', brokenDir]);
+  expect(broken.code).toBe(1);
+  expect(broken.stderr).toMatch(/^m3: error: .*fr\.json: data\[0\]\.paragraphs\[0\]\.qas\[0\]\.answers\[0\] must have an integer 'answer_start'\n$/);
 });
 
 test('a Hugging Face layout folder scores exactly as the same data in BEIR form', async () => {
@@ -208,6 +222,10 @@ test('a Hugging Face layout folder scores exactly as the same data in BEIR form'
   expect(multi.datasets[0].metrics).toEqual(single);
   expect(multi.datasets[1].metrics).toEqual(single);
   expect(multi.macro).toEqual(single);
+  // a split one of the folders lacks is refused before anything is encoded
+  const noSplit = await runCli(['eval', '--model', TINY_BERT, '--data', beir, '--data', hf, '--split', 'test']);
+  expect(noSplit.code).toBe(1);
+  expect(noSplit.stderr).toMatch(/^m3: error: .*toy: no qrels\/test\.tsv for split 'test'\n$/);
 });
 
 test('--mcls: dense scores are those of m3 encode --mcls (a CLS every 256 tokens), not the plain CLS', async () => {

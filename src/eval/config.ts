@@ -1,14 +1,15 @@
 /**
- * The `eval:` section of a stage config: evaluation every N optimizer steps on one dataset of any format
- * `m3 eval --data` reads (src/eval/datasets.ts: a BEIR or MIRACL/MLDR folder, XQuAD-R, a Tatoeba pair), and
- * which metric of which mode picks the best checkpoint. The section is optional in effect: without `data`,
- * evaluation is off (`evalEnabled`). A relative `data` path is the stage runner's to resolve (against the
- * config file's folder). A BEIR folder logs `eval/<mode>/<metric>` as always; other formats log those names
- * for the macro average over their rows (one per XQuAD-R language) and `eval/<row>/<mode>/<metric>` per row
- * when there are several, so `m3 report` shows them.
+ * The `eval:` section of a stage config: evaluation every N optimizer steps on one dataset or a list of
+ * them, in any format `m3 eval --data` reads (src/eval/datasets.ts: a BEIR or MIRACL/MLDR folder, XQuAD-R,
+ * a Tatoeba pair), and which metric of which mode picks the best checkpoint. The section is optional in
+ * effect: without `data`, evaluation is off (`evalEnabled`). Relative `data` paths are the stage runner's to
+ * resolve (against the config file's folder). One BEIR folder logs `eval/<mode>/<metric>` as always;
+ * anything else logs those names for the macro average over its rows (a row per dataset, and per language
+ * of an XQuAD-R folder) and `eval/<row>/<mode>/<metric>` per row when there are several, so `m3 report`
+ * shows them; the macro average picks the best checkpoint.
  *
  *   eval:
- *     data: ../shared/data/retrieval/nfcorpus
+ *     data: ../shared/data/retrieval/nfcorpus      # or a list: [miracl/sw, miracl/te, xquad-r]
  *     split: dev
  *     modes: [dense, all]
  *     steps: 200
@@ -26,7 +27,7 @@ import { detectEvalData, EvalDataSpec, isRetrievalFormat } from './datasets';
 import { ALL_METRICS, checkFormatModes, evaluateDatasets, FORMAT_METRICS, MetricName, ModeMetrics, rowLabels } from './multi';
 
 export const EVAL_SCHEMA = {
-  data: { type: 'string', optional: true, doc: 'a dataset as m3 eval --data takes it (BEIR or MIRACL/MLDR folder, XQuAD-R file or folder, Tatoeba pair); evaluation is off without it' },
+  data: { type: 'list', of: { type: 'string' }, single: true, minItems: 1, optional: true, doc: 'dataset(s) as m3 eval --data takes them (BEIR or MIRACL/MLDR folder, XQuAD-R file or folder, Tatoeba pair): one path or a list; evaluation is off without it' },
   split: { type: 'string', default: 'dev', doc: 'qrels/<split>.tsv of a BEIR folder, <split>.jsonl of a Hugging Face folder' },
   modes: { type: 'list', of: { type: 'enum', values: MODES, aliases: MODE_ALIASES }, default: ['dense'], minItems: 1, doc: 'sparse, colbert and the hybrids need M3 heads' },
   steps: { type: 'int', default: 0, min: 0, doc: 'evaluate every N optimizer steps (0: only at the end of the stage)' },
@@ -54,25 +55,24 @@ export function checkEvalConfig(cfg: EvalConfig, where = 'eval', written: (key: 
     throw new UserError(`${where}: key 'eval.metric_mode' is '${cfg.metric_mode}', which is not in eval.modes (${cfg.modes.join(', ')})`);
   }
   if (cfg.mcls && cfg.modes.some((m) => m !== 'dense')) throw new UserError(`${where}: key 'eval.mcls' scores dense only, but eval.modes is ${cfg.modes.join(', ')}`);
-  if (!cfg.data || !fs.existsSync(cfg.data)) return; // a missing path fails when evaluation loads it
-  const spec = detectEvalData(cfg.data);
-  checkFormatModes(spec, cfg.modes, `${where}: key 'eval.modes'`);
-  if (cfg.metric && !FORMAT_METRICS[spec.format].includes(cfg.metric)) {
-    throw new UserError(`${where}: key 'eval.metric' is '${cfg.metric}', which ${spec.name} (${spec.format}) does not report (it reports ${FORMAT_METRICS[spec.format].join(', ')})`);
+  const specs = (cfg.data ?? []).filter((d) => fs.existsSync(d)).map((d) => detectEvalData(d)); // a missing path fails when evaluation loads it
+  for (const spec of specs) checkFormatModes(spec, cfg.modes, `${where}: key 'eval.modes'`);
+  if (cfg.metric && specs.length && !specs.some((s) => FORMAT_METRICS[s.format].includes(cfg.metric!))) {
+    throw new UserError(`${where}: key 'eval.metric' is '${cfg.metric}', which no dataset of eval.data reports (${specs.map((s) => `${s.name}: ${FORMAT_METRICS[s.format].join(', ')}`).join('; ')})`);
   }
-  if (!isRetrievalFormat(spec.format)) {
+  if (specs.length && specs.every((s) => !isRetrievalFormat(s.format))) {
     for (const k of ['split', 'top_k', 'weights', 'metric_mode']) {
-      if (written(k)) throw new UserError(`${where}: key 'eval.${k}' has no effect: ${spec.name} is ${spec.format}, scored by dense nearest neighbours; remove it`);
+      if (written(k)) throw new UserError(`${where}: key 'eval.${k}' has no effect: ${specs.map((s) => s.name).join(', ')} ${specs.length > 1 ? 'are' : 'is'} scored by dense nearest neighbours (${[...new Set(specs.map((s) => s.format))].join(', ')}); remove it`);
     }
   }
-  if (spec.format === 'tatoeba') {
+  if (specs.length && specs.every((s) => s.format === 'tatoeba')) {
     for (const k of ['max_length', 'query_max_length']) {
       if (written(k)) throw new UserError(`${where}: key 'eval.${k}' has no effect: a Tatoeba pair is encoded as m3 encode does (the model's maximum length); remove it`);
     }
   }
 }
 
-export const evalEnabled = (cfg: EvalConfig): boolean => !!cfg.data;
+export const evalEnabled = (cfg: EvalConfig): boolean => !!cfg.data?.length;
 
 /** Whether to evaluate after optimizer step `step` (1-based) of a stage of `totalSteps` steps. */
 export function evalDue(cfg: EvalConfig, step: number, totalSteps: number): boolean {
@@ -101,7 +101,7 @@ export function selectionMode(cfg: EvalConfig): Mode {
   return cfg.metric_mode ?? (cfg.modes.includes('all') ? 'all' : cfg.modes[0]);
 }
 
-/** The metric that decides the best checkpoint: eval.metric, else the format's first. */
+/** The metric that decides the best checkpoint: eval.metric, else the first dataset's format's first. */
 export function selectionMetric(cfg: EvalConfig, spec?: Pick<EvalDataSpec, 'format'>): MetricName {
   return cfg.metric ?? FORMAT_METRICS[spec?.format ?? 'beir'][0];
 }
@@ -124,22 +124,22 @@ export function flattenResults(results: ModeMetrics, prefix = 'eval'): Record<st
 }
 
 /**
- * A stage's `evaluate` hook: the evaluation when due, its flat metrics and selection score. A BEIR folder
- * is evaluated as always; another format through evaluateDatasets, its macro average under the same names.
+ * A stage's `evaluate` hook: the evaluation when due, its flat metrics and selection score. One BEIR folder
+ * is evaluated as always; anything else through evaluateDatasets, its macro average under the same names.
  */
 export function stageEvaluator(model: M3Model, cfg: EvalConfig) {
   return {
     due: (step: number, total: number) => evalDue(cfg, step, total),
     run: async (): Promise<{ metrics: Record<string, number>; score: number }> => {
-      const spec = detectEvalData(cfg.data!);
-      if (spec.format === 'beir') {
-        const results = await evaluateBeir(model, spec.path, evalOptions(cfg));
-        return { metrics: flattenResults(results), score: selectionScore(cfg, results, spec) };
+      const specs = cfg.data!.map((d) => detectEvalData(d));
+      if (specs.length === 1 && specs[0].format === 'beir') {
+        const results = await evaluateBeir(model, specs[0].path, evalOptions(cfg));
+        return { metrics: flattenResults(results), score: selectionScore(cfg, results, specs[0]) };
       }
-      const r = await evaluateDatasets(model, [spec], evalOptions(cfg));
+      const r = await evaluateDatasets(model, specs, evalOptions(cfg));
       const metrics = flattenResults(r.macro);
       if (r.datasets.length > 1) rowLabels(r.datasets).forEach((label, i) => Object.assign(metrics, flattenResults(r.datasets[i].metrics, `eval/${label}`)));
-      return { metrics, score: selectionScore(cfg, r.macro, spec) };
+      return { metrics, score: selectionScore(cfg, r.macro, specs[0]) };
     },
   };
 }

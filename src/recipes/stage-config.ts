@@ -37,7 +37,7 @@ export const SETTING_RULES: { key: string; inert: (c: StageConfig) => string | n
   { key: 'loss.negatives_cross_device_modes', inert: (c) => (c.stage !== 'retromae' && !c.loss.negatives_cross_device ? 'loss.negatives_cross_device is false' : null) },
   { key: 'loss.kd_loss_type', inert: (c) => (c.stage !== 'retromae' && !c.data.knowledge_distillation ? 'data.knowledge_distillation is false (no teacher scores)' : null) },
   ...['split', 'modes', 'steps', 'max_queries', 'max_length', 'query_max_length', 'top_k', 'weights', 'batch_size', 'metric', 'metric_mode', 'mcls'].map((k) => ({
-    key: `eval.${k}`, inert: (c: StageConfig) => (!c.eval.data ? 'eval.data is not set (evaluation is off)' : null),
+    key: `eval.${k}`, inert: (c: StageConfig) => (!c.eval.data?.length ? 'eval.data is not set (evaluation is off)' : null),
   })),
 ];
 
@@ -56,7 +56,7 @@ export function loadStageConfig(file: string, sets: string[] = []): StageConfig 
   cfg.data.train = cfg.data.train.map((p) => path.resolve(base, p));
   cfg.data.cache_dir = path.resolve(base, cfg.data.cache_dir);
   cfg.output_dir = path.resolve(cfg.output_dir);
-  if (cfg.eval.data) cfg.eval.data = path.resolve(base, cfg.eval.data);
+  if (cfg.eval.data) cfg.eval.data = cfg.eval.data.map((p) => path.resolve(base, p));
   checkEvalConfig(cfg.eval, file, (k) => isWritten(written, ['eval', k]));
   return cfg;
 }

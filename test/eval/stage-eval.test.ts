@@ -43,13 +43,21 @@ test("each format's modes, metric and keys are checked; written keys a format do
   const written = (...keys: string[]) => (k: string) => keys.includes(k);
   expect(() => checkEvalConfig(parse({ data: xq }))).not.toThrow();
   expect(() => checkEvalConfig(parse({ data: xq, metric: 'map@20' }))).not.toThrow();
-  expect(() => checkEvalConfig(parse({ data: xq, metric: 'ndcg@10' }), 'stage.yaml')).toThrow(/stage\.yaml: key 'eval\.metric' is 'ndcg@10', which xquad-r \(xquad-r\) does not report \(it reports map@20\)/);
+  expect(() => checkEvalConfig(parse({ data: xq, metric: 'ndcg@10' }), 'stage.yaml')).toThrow(/stage\.yaml: key 'eval\.metric' is 'ndcg@10', which no dataset of eval\.data reports \(xquad-r: map@20\)/);
   expect(() => checkEvalConfig(parse({ data: pair, modes: ['dense', 'sparse'] }), 'stage.yaml')).toThrow(/key 'eval\.modes': tatoeba\.deu-eng is tatoeba, which is scored with mode dense only/);
-  expect(() => checkEvalConfig(parse({ data: pair, split: 'test' }), 'stage.yaml', written('split'))).toThrow(/key 'eval\.split' has no effect: tatoeba\.deu-eng is tatoeba/);
+  expect(() => checkEvalConfig(parse({ data: pair, split: 'test' }), 'stage.yaml', written('split'))).toThrow(/key 'eval\.split' has no effect: tatoeba\.deu-eng is scored by dense nearest neighbours \(tatoeba\)/);
   expect(() => checkEvalConfig(parse({ data: pair, max_length: 64 }), 'stage.yaml', written('max_length'))).toThrow(/key 'eval\.max_length' has no effect: a Tatoeba pair is encoded as m3 encode does/);
   expect(() => checkEvalConfig(parse({ data: xq, max_length: 64 }), 'stage.yaml', written('max_length'))).not.toThrow(); // XQuAD-R reads it
   expect(() => checkEvalConfig(parse({ data: 'missing-dir', modes: ['dense', 'all'], mcls: true }))).toThrow(/key 'eval\.mcls' scores dense only/);
   expect(() => checkEvalConfig(parse({ data: pair, metric: 'accuracy_to_eng' }))).not.toThrow();
+  // one path or a list: a scalar is a one-item list; the checks hold for each path
+  expect(parse({ data: xq }).data).toEqual([xq]);
+  expect(parse({ data: [xq, pair] }).data).toEqual([xq, pair]);
+  expect(() => parse({ data: 3 })).toThrow(/key 'eval\.data' must be a string, got 3/);
+  expect(() => parse({ data: [] })).toThrow(/key 'eval\.data' needs at least 1 item/);
+  expect(() => checkEvalConfig(parse({ data: [xq, pair], metric: 'ndcg@10' }), 'stage.yaml')).toThrow(/'ndcg@10', which no dataset of eval\.data reports \(xquad-r: map@20; tatoeba\.deu-eng: accuracy, accuracy_to_eng, accuracy_from_eng\)/);
+  expect(() => checkEvalConfig(parse({ data: [xq, pair], split: 'x' }), 'stage.yaml', written('split'))).toThrow(/key 'eval\.split' has no effect: xquad-r, tatoeba\.deu-eng are scored by dense nearest neighbours/);
+  expect(() => checkEvalConfig(parse({ data: [xq, pair], max_length: 64 }), 'stage.yaml', written('max_length'))).not.toThrow(); // XQuAD-R reads it
 });
 
 test('a stage config with eval.data an XQuAD-R folder loads; a key the format does not read is refused, named with the file', () => {
@@ -60,9 +68,10 @@ test('a stage config with eval.data an XQuAD-R folder loads; a key the format do
     'data:', `  train: [${TINY}/data/toy_pairs.jsonl]`, `  cache_dir: ${path.join(tmp, 'cache')}`,
     'eval:', `  data: ${xq}`, '  steps: 5', '',
   ].join('\n'));
-  expect(loadStageConfig(cfgFile).eval).toMatchObject({ data: xq, modes: ['dense'] });
+  expect(loadStageConfig(cfgFile).eval).toMatchObject({ data: [xq], modes: ['dense'] });
+  expect(loadStageConfig(cfgFile, [`eval.data=[${xq}, ${path.basename(pair)}]`]).eval.data).toEqual([xq, pair]); // relative to the config's folder
   fs.appendFileSync(cfgFile, '  top_k: 10\n');
-  expect(() => loadStageConfig(cfgFile)).toThrow(/key 'eval\.top_k' has no effect: xquad-r is xquad-r/);
+  expect(() => loadStageConfig(cfgFile)).toThrow(/key 'eval\.top_k' has no effect: xquad-r is scored by dense nearest neighbours/);
 });
 
 test('the stage evaluator: macro under eval/<mode>/<metric>, each language under eval/<row>/…, selection on map@20; the report table', async () => {
@@ -74,6 +83,15 @@ test('the stage evaluator: macro under eval/<mode>/<metric>, each language under
   expect(metrics['eval/xquad-r/de/dense/map@20']).toBe(direct.datasets[0].metrics.dense!['map@20']);
   expect(metrics['eval/dense/map@20']).toBeCloseTo((direct.datasets[0].metrics.dense!['map@20']! + direct.datasets[1].metrics.dense!['map@20']!) / 2, 12);
   expect(score).toBe(metrics['eval/dense/map@20']);
+  // a list: the macro average over every row picks the best checkpoint, each row logged on its own
+  const both = await stageEvaluator(model, parse({ data: [xq, pair] })).run();
+  expect(Object.keys(both.metrics).sort()).toEqual([
+    'eval/dense/accuracy', 'eval/dense/accuracy_from_eng', 'eval/dense/accuracy_to_eng', 'eval/dense/map@20',
+    'eval/tatoeba.deu-eng/dense/accuracy', 'eval/tatoeba.deu-eng/dense/accuracy_from_eng', 'eval/tatoeba.deu-eng/dense/accuracy_to_eng',
+    'eval/xquad-r/de/dense/map@20', 'eval/xquad-r/en/dense/map@20',
+  ]);
+  expect(both.metrics['eval/dense/map@20']).toBe(metrics['eval/dense/map@20']);
+  expect(both.score).toBe(both.metrics['eval/dense/map@20']); // the first dataset's format picks the metric
   const tat = await stageEvaluator(model, parse({ data: pair, metric: 'accuracy_from_eng' })).run();
   expect(Object.keys(tat.metrics)).toEqual(['eval/dense/accuracy', 'eval/dense/accuracy_to_eng', 'eval/dense/accuracy_from_eng']);
   expect(tat.score).toBe(tat.metrics['eval/dense/accuracy_from_eng']);

@@ -37,7 +37,7 @@ export const EVAL_SCHEMA = {
   top_k: { type: 'int', default: DEFAULT_TOP_K, min: 1, doc: 'documents retrieved per query and mode' },
   weights: { type: 'list', of: { type: 'number' }, default: [...DEFAULT_MODE_WEIGHTS], minItems: 3, doc: 'dense, sparse, colbert weights of the hybrid modes' },
   batch_size: { type: 'int', default: 32, min: 1, doc: 'encoding batch size' },
-  metric: { type: 'enum', values: ALL_METRICS, optional: true, doc: "metric that picks the best checkpoint (default: the format's first: ndcg@10, map@20 for XQuAD-R, accuracy for Tatoeba)" },
+  metric: { type: 'enum', values: ALL_METRICS, optional: true, doc: "metric that picks the best checkpoint (default: the first dataset's first: ndcg@10, map@20 for XQuAD-R, accuracy for Tatoeba)" },
   mcls: { type: 'bool', default: false, doc: 'dense scoring through multiple CLS (a CLS every 256 tokens), dense mode only' },
   metric_mode: { type: 'enum', values: MODES, aliases: MODE_ALIASES, optional: true, doc: "mode whose metric picks the best checkpoint (default: 'all' when evaluated, else the first mode)" },
 } as const satisfies Schema;

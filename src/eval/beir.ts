@@ -39,6 +39,8 @@ export interface BeirEvalOptions {
   maxQueries?: number;
   /** Progress bars on stderr (default true). */
   progress?: boolean;
+  /** Dense vectors through multiple CLS (`m3 encode --mcls`); dense mode only. */
+  mcls?: boolean;
 }
 
 export interface BeirRetrieval {
@@ -75,6 +77,7 @@ function checkOptions(o: BeirEvalOptions): void {
   posInt(o.topK, 'top-k');
   posInt(o.batchSize, 'batch size');
   posInt(o.maxQueries, 'max queries');
+  if (o.mcls && o.modes?.some((m) => m !== 'dense')) throw new UserError(`--mcls scores dense only; use --modes dense (got ${o.modes.join(', ')})`);
   if (o.weights && (o.weights.length !== 3 || o.weights.some((w) => !Number.isFinite(w)))) {
     throw new UserError(`weights must be three numbers (dense, sparse, colbert), got ${JSON.stringify(o.weights)}`);
   }
@@ -86,7 +89,7 @@ const ENCODE_CHUNK = 1024; // texts encoded per call: bounds the per-token objec
  * Encodes texts into the compact layouts search uses (one dense matrix, lexical dicts, packed ColBERT
  * vectors). Texts go longest first in chunks, so batches stay evenly padded across chunk boundaries.
  */
-export async function encodeCollection(model: M3Model, texts: readonly string[], outputs: OutputKind[], opts: { maxLength: number; batchSize?: number; label: string; progress?: boolean }): Promise<EncodedSet> {
+export async function encodeCollection(model: M3Model, texts: readonly string[], outputs: OutputKind[], opts: { maxLength: number; batchSize?: number; label: string; progress?: boolean; mcls?: boolean }): Promise<EncodedSet> {
   const n = texts.length;
   const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => texts[b].length - texts[a].length || a - b);
   const set: EncodedSet = { count: n };
@@ -99,7 +102,7 @@ export async function encodeCollection(model: M3Model, texts: readonly string[],
   for (let start = 0; start < n; start += ENCODE_CHUNK) {
     const idx = order.slice(start, start + ENCODE_CHUNK);
     const embs = await encodeTexts(model, idx.map((i) => texts[i]), {
-      outputs, maxLength: opts.maxLength, batchSize: opts.batchSize,
+      outputs, maxLength: opts.maxLength, batchSize: opts.batchSize, mcls: opts.mcls,
       onBatch: (done) => start + done < n && bar?.update(start + done), // done() draws the final state once
     });
     embs.forEach((e, j) => {
@@ -142,10 +145,10 @@ export async function retrieveBeir(model: M3Model, data: string | BeirDataset, o
   const progress = opts.progress ?? true;
 
   let t = performance.now();
-  const queries = await encodeCollection(model, dataset.queryTexts, outputs, { maxLength: queryMaxLength, batchSize: opts.batchSize, label: 'encode queries', progress });
+  const queries = await encodeCollection(model, dataset.queryTexts, outputs, { maxLength: queryMaxLength, batchSize: opts.batchSize, label: 'encode queries', progress, mcls: opts.mcls });
   const encodeQueries = (performance.now() - t) / 1000;
   t = performance.now();
-  const corpus = await encodeCollection(model, dataset.corpus.texts, outputs, { maxLength, batchSize: opts.batchSize, label: 'encode corpus', progress });
+  const corpus = await encodeCollection(model, dataset.corpus.texts, outputs, { maxLength, batchSize: opts.batchSize, label: 'encode corpus', progress, mcls: opts.mcls });
   const encodeCorpus = (performance.now() - t) / 1000;
   t = performance.now();
   const hits = searchModes(queries, corpus, modes, { topK: opts.topK ?? DEFAULT_TOP_K, weights: opts.weights ?? DEFAULT_MODE_WEIGHTS });

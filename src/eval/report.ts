@@ -4,8 +4,9 @@
  *
  *   - loss per stage, with the stage's loss terms (loss_encoder, dense, sparse, ...);
  *   - learning rate, throughput (tokens/s) and gradient norm over the run's steps, one line per stage;
- *   - evaluation during training (`eval/<mode>/<metric>` rows of metrics.jsonl), when a stage had an
- *     `eval:` section;
+ *   - evaluation during training (`eval/<mode>/<metric>` rows of metrics.jsonl, and `eval/<dataset>/<mode>/
+ *     <metric>` per dataset row of a multilingual set), when a stage had an `eval:` section: a chart per
+ *     stage, and a table of each stage's last evaluation;
  *   - the demo's evaluation per stage and mode (results.json), one bar chart per metric, and its ablations
  *     (nDCG@10 with and without each ablated part) as a table.
  *
@@ -210,6 +211,16 @@ function evaluationTable(results: NonNullable<RunData['results']>): string {
   return `<h2>Retrieval evaluation</h2>${about}<div class="fit"><table id="evaluation">${head}${rows.join('')}</table></div>`;
 }
 
+/** Each stage's last evaluation during training: a row per `eval/...` metric, a column per stage. */
+function stageEvalTable(run: RunData): string {
+  const stages = run.stages.map((s, i) => ({ title: `${i + 1}. ${s.name}`, last: s.eval[s.eval.length - 1] })).filter((s) => s.last);
+  const keys = [...new Set(stages.flatMap((s) => Object.keys(s.last)))].filter((k) => k.startsWith('eval/')).sort();
+  const head = `<tr><th>metric</th>${stages.map((s) => `<th>${esc(s.title)} (step ${esc(String(s.last.step))})</th>`).join('')}</tr>`;
+  const rows = keys.map((k) => `<tr><td>${esc(k.slice('eval/'.length))}</td>${stages.map((s) => `<td>${fmt(num(s.last[k]))}</td>`).join('')}</tr>`);
+  return `<h2>Evaluation during training</h2><p>The last evaluation of each stage (its <code>eval:</code> section; metrics.jsonl).</p>` +
+    `<div class="fit"><table id="stage-evaluation">${head}${rows.join('')}</table></div>`;
+}
+
 function ablationTable(ablations: NonNullable<NonNullable<RunData['results']>['ablations']>): string {
   const arms = Object.entries(ablations);
   const modes = [...new Set(arms.flatMap(([, a]) => [...Object.keys(a.with ?? {}), ...Object.keys(a.without ?? {})]))];
@@ -248,6 +259,7 @@ function tables(run: RunData): string {
     if (run.results.final_model) parts.push(`<p>Final model: <code>${esc(run.results.final_model)}</code>${run.results.wall_s ? ` · demo wall time ${fmt(run.results.wall_s / 60, 1)} min` : ''}</p>`);
   }
   if (run.results?.ablations && Object.keys(run.results.ablations).length) parts.push(ablationTable(run.results.ablations));
+  if (run.stages.some((s) => s.eval.length)) parts.push(stageEvalTable(run));
   if (run.stages.length) parts.push(stageTable(run));
   return parts.join('\n');
 }

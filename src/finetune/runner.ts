@@ -97,7 +97,7 @@ export async function runFinetune(cfg: FinetuneConfig, opts: Omit<RunOptions, 'o
     resources: {
       kind: 'finetune', unified, model: planModel(model.config), ...countParams(model.params as Map<string, tf.Variable>),
       finalParams: countParams(model.params as Map<string, tf.Variable>).params, shapes: reader.shapes(),
-      subBatchSize: cfg.train.sub_batch_size, keepsBest: !!cfg.eval.data,
+      subBatchSize: cfg.train.sub_batch_size, keepsBest: !!cfg.eval.data?.length,
     },
   };
   try {

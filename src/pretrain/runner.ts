@@ -67,7 +67,7 @@ export async function runPretrain(cfg: PretrainConfig, opts: Omit<RunOptions, 'o
     identity: { config: cfg, data: manifestsOf(dirs) },
     resources: {
       kind: 'retromae', unified: false, model: planModel(model.config), ...countParams(params), finalParams: countParams(params).params,
-      shapes: reader.shapes(), subBatchSize: 0, keepsBest: !!cfg.eval.data,
+      shapes: reader.shapes(), subBatchSize: 0, keepsBest: !!cfg.eval.data?.length,
     },
   };
   try {

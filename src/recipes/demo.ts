@@ -22,6 +22,7 @@ import { addHeads, disposeModel, hasHeads, loadModel, loadOrInitModel, M3Model }
 import { evaluateBeir, EvalResults, formatResultsTable } from '../eval/beir';
 import { checkEvalConfig, EVAL_SCHEMA, EvalConfig, evalOptions } from '../eval/config';
 import { BeirDataset, loadBeir } from '../eval/data';
+import { detectEvalData } from '../eval/datasets';
 import { METRIC_NAMES, RetrievalMetrics } from '../eval/metrics';
 import { writeReport } from '../eval/report';
 import { FinetuneConfig } from '../finetune/config';
@@ -84,7 +85,10 @@ export interface DemoResults {
 export function loadEvalConfig(file: string, sets: string[] = []): EvalConfig {
   const cfg = loadConfig<EvalConfig>(file, EVAL_SCHEMA, sets, '--eval-set').config;
   if (!cfg.data) throw new UserError(`${file}: key 'data' is required (a BEIR folder to evaluate on)`);
-  cfg.data = path.resolve(path.dirname(path.resolve(file)), cfg.data);
+  cfg.data = cfg.data.map((d) => path.resolve(path.dirname(path.resolve(file)), d));
+  if (cfg.data.length !== 1 || detectEvalData(cfg.data[0]).format !== 'beir') {
+    throw new UserError(`${file}: key 'data' must be one BEIR folder for m3 demo (its report compares stages on nDCG@10, Recall@100, MRR@10); got ${cfg.data.join(', ')}`);
+  }
   checkEvalConfig(cfg, file);
   return cfg;
 }
@@ -163,7 +167,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResults> {
   const opts = { ...evalOptions(evalCfg), progress: true };
   const heads = headSpec(stages);
   let dataset: BeirDataset | null = null;
-  const data = () => (dataset ??= loadBeir(evalCfg.data!, evalCfg.split, { maxQueries: evalCfg.max_queries }));
+  const data = () => (dataset ??= loadBeir(evalCfg.data![0], evalCfg.split, { maxQueries: evalCfg.max_queries }));
   const cacheDir = path.join(out, 'eval');
   fs.mkdirSync(cacheDir, { recursive: true });
   const stopped = () => new UserError(`demo: stopped before the last stage finished; rerun the same command to continue`);
@@ -185,7 +189,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResults> {
       try {
         const freshHeads = !hasHeads(model);
         if (freshHeads) addHeads(model, heads.colbertDim, heads.seed);
-        process.stderr.write(`demo: evaluating ${title} on ${evalCfg.data} (${evalCfg.split})\n`);
+        process.stderr.write(`demo: evaluating ${title} on ${evalCfg.data![0]} (${evalCfg.split})\n`);
         const r = await evaluateBeir(model, data(), opts);
         cached = { key: keyStr, results: r, eval_s: (performance.now() - t) / 1000, train_s: trainS, fresh_heads: freshHeads };
       } finally {
@@ -256,7 +260,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResults> {
     stages: results,
     final_model: finalModel,
     eval: {
-      data: evalCfg.data!, split: evalCfg.split, queries: ds.queryIds.length, documents: ds.corpus.ids.length,
+      data: evalCfg.data![0], split: evalCfg.split, queries: ds.queryIds.length, documents: ds.corpus.ids.length,
       modes: evalCfg.modes, max_length: evalCfg.max_length, query_max_length: evalCfg.query_max_length ?? null,
     },
     ...(ablations && { ablations }),

@@ -40,8 +40,8 @@ export const SETTING_RULES: { key: string; inert: (c: StageConfig) => string | n
   { key: 'loss.self_distill_start_step', inert: (c) => (c.stage !== 'retromae' && !c.loss.use_self_distill ? 'loss.use_self_distill is false' : null) },
   { key: 'loss.negatives_cross_device_modes', inert: (c) => (c.stage !== 'retromae' && !c.loss.negatives_cross_device ? 'loss.negatives_cross_device is false' : null) },
   { key: 'loss.kd_loss_type', inert: (c) => (c.stage !== 'retromae' && !c.data.knowledge_distillation ? 'data.knowledge_distillation is false (no teacher scores)' : null) },
-  ...['split', 'modes', 'steps', 'max_queries', 'max_length', 'query_max_length', 'top_k', 'weights', 'batch_size', 'metric', 'metric_mode'].map((k) => ({
-    key: `eval.${k}`, inert: (c: StageConfig) => (!c.eval.data ? 'eval.data is not set (evaluation is off)' : null),
+  ...['split', 'modes', 'steps', 'max_queries', 'max_length', 'query_max_length', 'top_k', 'weights', 'batch_size', 'metric', 'metric_mode', 'mcls'].map((k) => ({
+    key: `eval.${k}`, inert: (c: StageConfig) => (!c.eval.data?.length ? 'eval.data is not set (evaluation is off)' : null),
   })),
 ];
 
@@ -61,8 +61,8 @@ export function loadStageConfig(file: string, sets: string[] = []): StageConfig 
   cfg.data.train = cfg.data.train.map((p) => path.resolve(base, p));
   cfg.data.cache_dir = path.resolve(base, cfg.data.cache_dir);
   cfg.output_dir = path.resolve(cfg.output_dir);
-  if (cfg.eval.data) cfg.eval.data = path.resolve(base, cfg.eval.data);
-  checkEvalConfig(cfg.eval, file);
+  if (cfg.eval.data) cfg.eval.data = cfg.eval.data.map((p) => path.resolve(base, p));
+  checkEvalConfig(cfg.eval, file, (k) => isWritten(written, ['eval', k]));
   reportsToTensorboard(cfg.train.report_to, file);
   return cfg;
 }

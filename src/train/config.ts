@@ -22,7 +22,7 @@ export const TRAIN_SCHEMA = {
   seed: { type: 'int', default: 42 },
   fix_position_embedding: { type: 'bool', default: false, doc: 'freeze position embeddings' },
   bf16: { type: 'bool', default: false, doc: 'bf16 autocast (torch backend): matmuls and attention in bfloat16; weights, optimizer, norms, softmax and losses in float32' },
-  report_to: { type: 'list', of: { type: 'enum', values: ['tensorboard', 'all', 'none'] }, scalar: true, default: ['none'], doc: 'tensorboard (or all): event files in OUTPUT_DIR/runs as the run goes; none: metrics.jsonl only' },
+  report_to: { type: 'list', of: { type: 'enum', values: ['tensorboard', 'all', 'none'] }, single: true, default: ['none'], doc: 'tensorboard (or all): event files in OUTPUT_DIR/runs as the run goes; none: metrics.jsonl only' },
   dist_timeout_s: { type: 'int', default: 60, min: 1, doc: 'data parallel: longest wait for another rank (joining, each collective) before stopping with an error' },
 } as const satisfies Schema;
 

@@ -10,7 +10,7 @@ export type Field =
   | { type: 'string'; default?: string; optional?: boolean; doc?: string }
   | { type: 'bool'; default?: boolean; optional?: boolean; doc?: string }
   | { type: 'enum'; values: readonly string[]; aliases?: Readonly<Record<string, string>>; default?: string; optional?: boolean; doc?: string }
-  | { type: 'list'; of: Field; default?: readonly unknown[]; optional?: boolean; minItems?: number; scalar?: boolean; doc?: string }
+  | { type: 'list'; of: Field; default?: readonly unknown[]; optional?: boolean; minItems?: number; single?: boolean; doc?: string } // single: a lone value is a one-item list
   | { type: 'object'; fields: Schema; optional?: boolean; doc?: string }
   | { type: 'map'; of: Field; default?: Record<string, unknown>; optional?: boolean; doc?: string };
 
@@ -120,7 +120,7 @@ function checkField(field: Field, v: unknown, p: string[], locate: Locate, where
       }
       return v;
     case 'list': {
-      if (!Array.isArray(v) && field.scalar) v = [v]; // `report_to: tensorboard` means [tensorboard], as in HF
+      if (field.single && !Array.isArray(v)) v = [v]; // one value stands for a one-item list (`report_to: tensorboard`, as in HF)
       if (!Array.isArray(v)) throw bad();
       if (field.minItems !== undefined && v.length < field.minItems) throw new UserError(`${where(p)} needs at least ${field.minItems} item(s)`);
       return v.map((x, i) => checkField(field.of, x, [...p, String(i)], locate, where));

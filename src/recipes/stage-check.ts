@@ -1,7 +1,7 @@
 /**
  * The data check `m3 train` runs on start: the cheap part of `m3 data check` over the stage's raw JSONL
- * inputs (prepared dataset dirs are past checking), with leakage into the evaluation split when `eval.data`
- * is a BEIR folder, as one line on stderr. The tokenizer pass (`truncated`) is left out: on the demo's
+ * inputs (prepared dataset dirs are past checking), with leakage into the evaluation split of the BEIR folders
+ * in `eval.data`, as one line on stderr. The tokenizer pass (`truncated`) is left out: on the demo's
  * unified data it took 3-8 s where the rest took 0.5 s. It only warns: what would stop training stops the
  * data preparation right after, with its own error.
  */
@@ -17,12 +17,13 @@ export async function stageDataCheck(cfg: StageConfig): Promise<string | null> {
   const raw = cfg.data.train.filter((p) => !fs.existsSync(path.join(p, MANIFEST_FILE)));
   if (!raw.length) return null;
   const pretrain = cfg.stage === 'retromae';
-  const ev = cfg.eval.data;
-  const beir = !!ev && fs.existsSync(path.join(ev, 'queries.jsonl')) && fs.existsSync(path.join(ev, 'qrels', `${cfg.eval.split}.tsv`));
+  // the judged queries of every BEIR folder in eval.data (other layouts are not read here: their files can be large)
+  const beirDirs = (cfg.eval.data ?? []).filter((d) => fs.existsSync(path.join(d, 'queries.jsonl')) && fs.existsSync(path.join(d, 'qrels', `${cfg.eval.split}.tsv`)));
+  const evalQueries = new Map(beirDirs.flatMap((d) => [...loadBeirQueries(d, cfg.eval.split)].map(([id, q]) => [beirDirs.length > 1 ? `${path.basename(d)}:${id}` : id, q] as const)));
   const c = await checkTrainingData(raw, {
     format: pretrain ? 'pretrain' : cfg.stage === 'pairs' ? 'pairs' : 'finetune',
     groupSize: pretrain ? undefined : cfg.data.train_group_size,
-    evalQueries: !pretrain && beir ? loadBeirQueries(ev!, cfg.eval.split) : undefined,
+    evalQueries: !pretrain && beirDirs.length ? evalQueries : undefined,
     skipInvalid: cfg.data.skip_invalid,
     progress: false,
   });

@@ -120,7 +120,7 @@ function checkField(field: Field, v: unknown, p: string[], locate: Locate, where
       }
       return v;
     case 'list': {
-      if (field.single && !Array.isArray(v)) v = [v]; // one value stands for a one-item list (`report_to: tensorboard`, as in HF)
+      if (field.single && !Array.isArray(v)) return [checkField(field.of, v, p, locate, where)]; // one value stands for a one-item list (`report_to: tensorboard`, as in HF)
       if (!Array.isArray(v)) throw bad();
       if (field.minItems !== undefined && v.length < field.minItems) throw new UserError(`${where(p)} needs at least ${field.minItems} item(s)`);
       return v.map((x, i) => checkField(field.of, x, [...p, String(i)], locate, where));

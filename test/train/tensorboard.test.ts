@@ -167,6 +167,6 @@ test('train.report_to: a list, its one-word form, none, and what is refused', ()
   expect(load('none')).toEqual(['none']);
   expect(load('all')).toEqual(['all']);
   expect(() => load('[none, tensorboard]')).toThrow("key 'train.report_to' lists 'none' beside tensorboard; write one or the other");
-  expect(() => load('wandb')).toThrow("key 'train.report_to.0' must be one of tensorboard, all, none, got \"wandb\"");
+  expect(() => load('wandb')).toThrow("key 'train.report_to' must be one of tensorboard, all, none, got \"wandb\"");
   expect(() => load('tensorbord')).toThrow("(did you mean 'tensorboard'?)");
 });

@@ -39,12 +39,13 @@ export function documentText(title: string | undefined, text: string): string {
   return title ? `${title} ${text}`.trim() : text.trim();
 }
 
-export function readBeirCorpus(file: string): BeirCorpus {
+/** A JSONL corpus of `{<idKey>, title?, text}` (BEIR: `_id`; the Hugging Face MIRACL / MLDR layout: `docid`). */
+export function readBeirCorpus(file: string, idKey = '_id'): BeirCorpus {
   const ids: string[] = [];
   const texts: string[] = [];
   const seen = new Set<string>();
   for (const { value, where } of jsonObjects(file, readTextFile(file, 'corpus file'))) {
-    const id = idField(value, '_id', where);
+    const id = idField(value, idKey, where);
     if (seen.has(id)) throw new UserError(`${where}: document id '${id}' appears twice`);
     seen.add(id);
     ids.push(id);

@@ -13,7 +13,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { UserError } from '../util/errors';
-import { BeirDataset, documentText, readBeirQrels } from './data';
+import { BeirDataset, readBeirCorpus, readBeirQrels } from './data';
 import { idField, jsonObjects, readTextFile, stringField } from './files';
 import { Qrels } from './metrics';
 import { readQrelsTrec } from './trec';
@@ -33,21 +33,6 @@ export function hfSplits(dir: string): string[] {
   return fs.readdirSync(dir).filter((f) => /\.jsonl(\.gz)?$/.test(f) && !f.startsWith('corpus.')).map((f) => f.replace(/\.jsonl(\.gz)?$/, '')).sort();
 }
 
-function readHfCorpus(file: string): BeirDataset['corpus'] {
-  const ids: string[] = [];
-  const texts: string[] = [];
-  const seen = new Set<string>();
-  for (const { value, where } of jsonObjects(file, readTextFile(file, 'corpus file'))) {
-    const id = idField(value, 'docid', where);
-    if (seen.has(id)) throw new UserError(`${where}: document id '${id}' appears twice`);
-    seen.add(id);
-    ids.push(id);
-    texts.push(documentText(stringField(value, 'title', where, { optional: true }), stringField(value, 'text', where)!));
-  }
-  if (ids.length === 0) throw new UserError(`${file}: the corpus is empty`);
-  return { ids, texts };
-}
-
 /** Loads the folder's corpus and the split's queries with their judgements (the first `maxQueries` in file order). */
 export function loadHfJsonl(dir: string, split = 'dev', opts: { maxQueries?: number } = {}): BeirDataset {
   const corpusFile = hfCorpusFile(dir);
@@ -59,7 +44,7 @@ export function loadHfJsonl(dir: string, split = 'dev', opts: { maxQueries?: num
   }
   const qrelsFile = hfQrelsFile(dir, split);
   const fromFile: Qrels | null = qrelsFile ? (qrelsFile.endsWith('.tsv') ? readBeirQrels(qrelsFile) : readQrelsTrec(qrelsFile)) : null;
-  const corpus = readHfCorpus(corpusFile);
+  const corpus = readBeirCorpus(corpusFile, 'docid');
   const known = new Set(corpus.ids);
   const qrels: Qrels = new Map();
   const queryIds: string[] = [];

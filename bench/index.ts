@@ -21,7 +21,7 @@ export async function main(argv: string[]): Promise<void> {
     .command('$0 <name>', 'run a benchmark', (y) => y.positional('name', { choices: Object.keys(BENCHES), type: 'string' }))
     .option('json', { type: 'boolean', describe: 'one JSON object per measurement on stdout' })
     .option('backend', { type: 'string', describe: 'only this backend (default: every available one; encode also takes pytorch, onnxruntime, onnxruntime-fp32, onnxruntime-int8)' })
-    .option('model', { type: 'string', describe: 'train: bench-small (default), demo-small, bge-m3, bge-m3-gpu or long-bucket; plan: one case (bench-small, bge-m3, demo-retromae, demo-pairs, demo-unified)' })
+    .option('model', { type: 'string', describe: 'train: bench-small (default), demo-small, bge-m3, bge-m3-structure, bge-m3-gpu or long-bucket; plan: one case (bench-small, bge-m3, demo-retromae, demo-pairs, demo-unified)' })
     .option('steps', { type: 'number', describe: 'train: timed steps (≥ 5; long-bucket ≥ 1)' })
     .option('baseline', { type: 'boolean', default: true, describe: 'train, encode: also run the PyTorch baseline (--no-baseline to skip)' })
     .option('device', { type: 'string', choices: ['cpu', 'cuda'], describe: 'train, nccl: the torch backend\'s device (default cpu)' })

@@ -62,11 +62,13 @@ Napi::Value DnnlMm(const Napi::CallbackInfo& info) {
   if ((tb ? b.size(1) : b.size(0)) != k) throw Napi::Error::New(env, "dnnlMm: inner dimensions differ");
   try {
     at::Tensor c = at::empty({m, n}, a.options());
+    CountAten();  // dnnl_sgemm itself is oneDNN's, not an ATen operator
     float beta = 0;
     if (hasBias) {
       const at::Tensor& bias = Lookup(env, info[4]);
       if (bias.numel() != n) throw Napi::Error::New(env, "dnnlMm: bias size differs from the output's columns");
       c.copy_(bias.reshape({1, n}).expand({m, n}));
+      CountAten(3);
       beta = 1;
     }
     if (m > 0 && n > 0) {

@@ -6,6 +6,7 @@
 
 #include <ATen/ATen.h>
 
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -14,6 +15,14 @@ namespace m3 {
 extern std::vector<at::Tensor> g_tensors;
 extern std::vector<int32_t> g_free;
 extern int64_t g_live;
+
+// ATen operator calls made by the addon, process-wide (the bench's aten_calls_per_step). Every native file
+// counts its own: one per ATen operator its code invokes directly through the dispatcher (a boxed `call`,
+// an at::/Tensor method call that dispatches, such as at::empty, copy_, clone, to() when it copies), counted
+// when it runs. Not counted: the operators those call inside ATen, c10d collectives, oneDNN's sgemm, and
+// metadata reads that dispatch nothing (sizes, dtype, data_ptr, use_count).
+inline std::atomic<int64_t> g_atenCalls{0};
+inline void CountAten(int64_t n = 1) { g_atenCalls.fetch_add(n, std::memory_order_relaxed); }
 
 // Puts a tensor in the handle table and returns its id.
 int32_t Store(at::Tensor t);

@@ -19,6 +19,8 @@ export interface TorchAddon {
   /** True when nothing else (a view, an alias, another handle) shares this handle's tensor or memory. */
   exclusive(handle: number): boolean;
   liveHandles(): number;
+  /** ATen operator calls the addon has made in this process (native/src/handles.h, CountAten). */
+  atenCalls(): number;
   /**
    * The CPU caching allocator's large blocks (>= 1 MiB): bytes in use, the most in use at once, bytes
    * cached for reuse, reuse hits and fresh allocations. `release` first returns the cached blocks to the
@@ -68,6 +70,33 @@ export interface TorchAddon {
 export const ADDON_PATH = path.resolve(__dirname, '..', '..', '..', 'native', 'build', 'Release', 'm3_torch.node');
 
 let cached: TorchAddon | undefined;
+let raw: TorchAddon | undefined;
+let addonCalls = 0;
+
+/**
+ * The addon with every exported function counted: one per call from JS into the addon (the bench's
+ * addon_calls_per_step). A closure per export; the count costs an increment.
+ */
+function counted(native: TorchAddon): TorchAddon {
+  const out: Record<string, unknown> = {};
+  for (const [name, value] of Object.entries(native)) {
+    if (typeof value !== 'function') {
+      out[name] = value;
+      continue;
+    }
+    const fn = value as (...a: unknown[]) => unknown;
+    out[name] = function (this: unknown, ...a: unknown[]) {
+      addonCalls++;
+      return fn.apply(native, a);
+    };
+  }
+  return out as unknown as TorchAddon;
+}
+
+/** Calls from JS into the addon and ATen operator calls the addon made, so far in this process (not counting this read). */
+export function addonCounts(): { addonCalls: number; atenCalls: number } {
+  return { addonCalls, atenCalls: raw?.atenCalls ? raw.atenCalls() : 0 };
+}
 
 /** The addon, or a one-line reason why it cannot be loaded. Never throws. */
 export function loadAddon(): TorchAddon | string {
@@ -80,7 +109,8 @@ export function loadAddon(): TorchAddon | string {
   const file = candidates.find((f) => fs.existsSync(f));
   if (!file) return 'addon not built (libtorch was not found at npm install; install libtorch-dev or set LIBTORCH_DIR, then npm run build:native)';
   try {
-    cached = require(file) as TorchAddon;
+    raw = require(file) as TorchAddon;
+    cached = counted(raw);
     return cached;
   } catch (e) {
     const msg = (e as Error).message.split('\n')[0];

@@ -106,10 +106,29 @@ export function runOnCpu(kernelName: string, inputs: tf.NamedTensorInfoMap, back
 }
 
 // M3_TORCH_PROFILE=1: time every torch kernel (wall time; kernels run synchronously on the CPU; on CUDA this
-// is the time to queue it) and print the totals on stderr at exit, to see where a step spends its time.
-// M3_TORCH_PROFILE=sync also waits for the device around each kernel: on CUDA, its GPU time too.
+// is the time to queue it) and print the totals on stderr at exit, one row per kernel, to see where a step
+// spends its time. M3_TORCH_PROFILE=sync also waits for the device around each kernel: on CUDA, its GPU time too.
 const profile = process.env.M3_TORCH_PROFILE ? new Map<string, { calls: number; ms: number }>() : null;
 const syncEach = process.env.M3_TORCH_PROFILE === 'sync';
+/**
+ * Host-cost counters (the bench's tfjs_kernels_per_step and host_ms_per_step): TF.js kernel invocations on
+ * this backend (native and fallback, counted always), and, while timing is on (the profile, or
+ * setKernelTiming), the kernels' own wall time — outermost kernels only, so a kernel run inside another is
+ * not counted twice.
+ */
+const counters = { kernels: 0, kernelMs: 0 };
+let timing = profile !== null;
+let depth = 0;
+
+/** Times every kernel from now on (or stops); the profile always does. */
+export function setKernelTiming(on: boolean): void {
+  timing = on || profile !== null;
+}
+
+/** TF.js kernel invocations so far, and the kernels' own milliseconds while timing was on. */
+export function kernelCounts(): { kernels: number; kernelMs: number } {
+  return { ...counters };
+}
 
 /** Restarts the kernel profile (e.g. after a warm-up step). */
 export function resetKernelProfile(): void {
@@ -120,26 +139,33 @@ if (profile) {
     const rows = [...profile].sort((a, b) => b[1].ms - a[1].ms);
     const total = rows.reduce((a, [, r]) => a + r.ms, 0);
     process.stderr.write(`torch kernel profile (${total.toFixed(0)} ms in kernels)\n`);
-    for (const [name, r] of rows.slice(0, 40)) {
+    for (const [name, r] of rows) {
       process.stderr.write(`${name.padEnd(28)} ${r.ms.toFixed(1).padStart(10)} ms ${String(r.calls).padStart(8)} calls\n`);
     }
   });
 }
 
 function profiled(kernelName: string, fn: tf.KernelFunc): tf.KernelFunc {
-  if (!profile) return fn;
   return (args) => {
+    counters.kernels++;
+    if (!timing) return fn(args);
     const cuda = syncEach && (args.backend as TorchBackend).device === 'cuda';
     if (cuda) addon().cudaSynchronize();
-    const start = process.hrtime.bigint();
+    const start = performance.now();
+    depth++;
     try {
       return fn(args);
     } finally {
+      depth--;
       if (cuda) addon().cudaSynchronize();
-      const r = profile.get(kernelName) ?? { calls: 0, ms: 0 };
-      r.calls++;
-      r.ms += Number(process.hrtime.bigint() - start) / 1e6;
-      profile.set(kernelName, r);
+      const ms = performance.now() - start;
+      if (depth === 0) counters.kernelMs += ms;
+      if (profile) {
+        const r = profile.get(kernelName) ?? { calls: 0, ms: 0 };
+        r.calls++;
+        r.ms += ms;
+        profile.set(kernelName, r);
+      }
     }
   };
 }

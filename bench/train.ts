@@ -17,6 +17,8 @@
  * `tfjs_kernels_per_step` (TF.js kernel invocations), `addon_calls_per_step` (calls from JS into the addon),
  * `aten_calls_per_step` (ATen operator calls the addon made; native/src/handles.h says which count) and
  * `host_ms_per_step` (the step's wall time minus its kernels' own, as M3_TORCH_PROFILE measures them).
+ * Every row records what moves its numbers between machines (bench/machine.ts): the CPU model and its GEMM
+ * flags, and on torch OpenBLAS's core type and threads, whether oneDNN's sgemm is used, ATen's threads.
  * PyTorch: ../shared/reference/bench_torch.py (Debian's python3-torch) for the unified points;
  * bench/train_torch.py, the same step with the dense loss, for the dense-only ones (bench_torch.py's loss is
  * fixed to unified).
@@ -40,6 +42,7 @@ import { Family, parseConfig } from '../src/model/config';
 import { initModel } from '../src/model/m3';
 import { adamwStep, clipGradNorm, createAdamW } from '../src/train/adamw';
 import { fastSampler } from './fast-init';
+import { cpuFields, machineFields } from './machine';
 import { runPythonJson } from './python';
 
 export interface Shape {
@@ -203,7 +206,8 @@ async function child(args: Args, name: string, shape: Shape, steps: number): Pro
     api.setBf16Autocast(true);
   }
   const extra = device === 'cuda' || args.bf16 ? { device, bf16: !!args.bf16 } : {};
-  process.stdout.write(JSON.stringify({ backend, model: name, ...extra, ...(await timeSteps(shape, steps, device === 'cuda')) }) + '\n');
+  const timed = await timeSteps(shape, steps, device === 'cuda');
+  process.stdout.write(JSON.stringify({ backend, model: name, ...extra, ...timed, ...machineFields(backend) }) + '\n');
 }
 
 function runChild(b: string, name: string, steps: number, args: Args): Record<string, unknown> {
@@ -224,7 +228,7 @@ function runChild(b: string, name: string, steps: number, args: Args): Record<st
 function addBaseline(rows: Record<string, unknown>[], name: string, shape: Shape, steps: number, args: Args): void {
   const device = args.device === 'cuda' ? 'cuda' : 'cpu';
   const base = pytorchBaseline(shape, steps, baselineEnv(device, !!args.bf16));
-  rows.push({ model: name, ...base });
+  rows.push({ model: name, ...base, ...cpuFields() });
   const t = (base as { step_s_median?: number }).step_s_median;
   const mem = (base as { peak_mem_mb?: number }).peak_mem_mb;
   for (const r of rows) {

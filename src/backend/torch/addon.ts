@@ -33,6 +33,19 @@ export interface TorchAddon {
    */
   adamwCpu(param: number, m: number, v: number, grad: number, beta1: number, beta2: number, lr: number, eps: number, decay: number, bc1: number, bc2Sqrt: number): boolean;
   /**
+   * adamwCpu over many parameters in one call (decays[i] is parameter i's lr-scaled decay); false (nothing
+   * changed) unless every entry qualifies for adamwCpu and each parameter and moment is exclusive.
+   */
+  adamwCpuAll(params: number[], m: number[], v: number[], grads: number[], decays: number[], beta1: number, beta2: number, lr: number, eps: number, bc1: number, bc2Sqrt: number): boolean;
+  /**
+   * Test hook: `true` starts recording every matrix product dispatched in the process (ATen's mm, addmm, bmm,
+   * matmul, linear, ... and oneDNN's sgemm) with its tensor inputs' dtypes (c10 names: Float, BFloat16);
+   * `false` stops and returns the records. Nothing is observed while off.
+   */
+  recordGemms(on: boolean): { op: string; dtypes: string[] }[] | undefined;
+  /** OpenBLAS's core type, build configuration and threads, whether oneDNN's sgemm is used, ATen's intra-op threads. */
+  gemmInfo(): { blasCore: string; blasConfig: string; blasThreads: number; dnnlSgemm: boolean; atenThreads: number };
+  /**
    * op(a)·op(b) [+ bias per row] through oneDNN's sgemm (native/src/gemm.cc), a new [M, N] tensor; null when
    * the process has no shared oneDNN or an operand is not a contiguous 2-D float32 CPU tensor.
    */

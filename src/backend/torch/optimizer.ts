@@ -1,15 +1,18 @@
 /**
- * AdamW over every parameter in one multi-tensor kernel: libtorch's `aten::_fused_adamw_` (what
- * torch.optim.AdamW(fused=True) calls; libtorch ≥ 2.0, CUDA). A launch per parameter and op costs more host
- * time than a GPU step has when a model has hundreds of parameters, so on CUDA the whole update is two
- * launches (decayed and not-decayed parameters). Same update as src/train/adamw.ts up to rounding:
+ * AdamW over every parameter in one call. On CUDA, libtorch's multi-tensor `aten::_fused_adamw_` (what
+ * torch.optim.AdamW(fused=True) calls; libtorch ≥ 2.0): a launch per parameter and op costs more host time
+ * than a GPU step has when a model has hundreds of parameters, so the whole update is two launches (decayed
+ * and not-decayed parameters); same update as src/train/adamw.ts up to rounding:
  *   p ← p·(1 − lr·wd);  m ← m + (1−β1)(g − m);  v ← β2·v + (1−β2)·g²;  p ← p − lr/bc1 · m / (√v/√bc2 + ε)
- * Everything is updated where it lies, so every tensor must be exclusive (no view, alias or second
- * reference shares its memory); otherwise, or off CUDA, or where the operator is missing, nothing is done
- * and the caller takes the per-parameter kernel.
+ * On the CPU, one addon call (native/src/adamw.cc `adamwCpuAll`) runs the per-parameter kernel's one-pass
+ * update over every parameter: the same bits as TorchAdamW, without a TF.js kernel and an addon call per
+ * parameter. Everything is updated where it lies, so every tensor must be exclusive (no view, alias or
+ * second reference shares its memory); otherwise, or where the operator is missing, nothing is done and the
+ * caller takes the per-parameter kernel.
  */
 import * as tf from '@tensorflow/tfjs';
 import type { AdamWGroup } from '../ops';
+import { addon } from './addon';
 import { aten, Handle } from './aten';
 import type { TorchBackend } from './backend';
 import { code, scoped, toDtype } from './kernels/util';
@@ -21,7 +24,9 @@ let works: boolean | null = null; // null until first tried
 /** True when the update was done; false when the caller must take the per-parameter path. */
 export function adamwMany(groups: AdamWGroup[], step: number, hp: { beta1: number; beta2: number; lr: number; eps: number }): boolean {
   const b = tf.backend() as unknown as TorchBackend;
-  if (tf.getBackend() !== 'torch' || b.device !== 'cuda' || works === false) return false;
+  if (tf.getBackend() !== 'torch') return false;
+  if (b.device === 'cpu') return adamwCpuAll(b, groups, step, hp);
+  if (works === false) return false;
   const all = groups.flatMap((g) => g.items);
   if (!all.every((it) => b.exclusive(it.param) && b.exclusive(it.m) && b.exclusive(it.v))) return false;
   b.clearParamCasts(); // the parameters change
@@ -45,6 +50,23 @@ export function adamwMany(groups: AdamWGroup[], step: number, hp: { beta1: numbe
     process.stderr.write(`torch backend: multi-tensor AdamW unavailable (${(e as Error).message.split('\n')[0]}); updating per parameter\n`);
     return false;
   }
+}
+
+/**
+ * Every float32 parameter's update in one addon call, exactly as TorchAdamW's per-parameter one (the decay
+ * and bias corrections computed as src/train/adamw.ts computes them for it); false, nothing changed, when a
+ * tensor is shared or a gradient is not float32 (the native side checks the rest).
+ */
+function adamwCpuAll(b: TorchBackend, groups: AdamWGroup[], step: number, hp: { beta1: number; beta2: number; lr: number; eps: number }): boolean {
+  const items = groups.flatMap((g) => g.items.map((it) => ({ ...it, decay: g.weightDecay ? hp.lr * g.weightDecay : 0 })));
+  const own = (t: tf.TensorInfo) => b.refCount(t.dataId) === 1;
+  if (!items.every((it) => own(it.param) && own(it.m) && own(it.v) && !b.isBf16(it.grad))) return false;
+  const bc1 = 1 - hp.beta1 ** step;
+  const bc2Sqrt = Math.sqrt(1 - hp.beta2 ** step);
+  const h = (t: tf.TensorInfo): Handle => b.h(t);
+  b.clearParamCasts(); // the parameters change
+  return addon().adamwCpuAll(items.map((it) => h(it.param)), items.map((it) => h(it.m)), items.map((it) => h(it.v)), items.map((it) => h(it.grad)),
+    items.map((it) => it.decay), hp.beta1, hp.beta2, hp.lr, hp.eps, bc1, bc2Sqrt);
 }
 
 const foreachNorm = aten('_foreach_norm.Scalar');

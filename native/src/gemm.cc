@@ -12,6 +12,12 @@
 // Also here: the GEMM recorder (recordGemms, for tests: which dtypes every matrix product of a step took) and
 // gemmInfo (which BLAS, threads and oneDNN path this process has: the bench rows record it).
 
+// libtorch is a release build (NDEBUG), and at::RecordFunction's layout depends on it (a debug-only member
+// before the inputs the recorder reads): this file sees its headers as the library was built.
+#ifndef NDEBUG
+#define NDEBUG
+#endif
+
 #include "handles.h"
 
 #include <ATen/Parallel.h>

@@ -21,12 +21,16 @@ const nativeKernels = new Map<string, TorchKernelFunc>();
 
 /**
  * Under bf16 autocast (TorchBackend.autocast) these kernels take bfloat16-stored inputs as they are: the
- * matmul family and attention compute in bf16 (torch.autocast's lower-precision list), GELU, views and Add
+ * matmul family, attention and the output layer of linearCrossEntropy compute in bf16 (torch.autocast's
+ * lower-precision list; the latter's softmax and loss in float32), GELU, views and Add
  * keep their inputs' type (bf16 + bf16 is bf16, with float32 it is float32: gradient sums stay bf16, as
  * autograd's). Every other kernel gets float32 copies (softmax, norms, reductions, losses and the optimizer
  * run in float32, as under torch.autocast).
  */
-const BF16_KERNELS = new Set(['Reshape', 'Transpose', 'Identity', 'Add', 'BatchMatMul', '_FusedMatMul', 'TorchLinear', 'TorchLinearGrad', 'TorchAttention', 'TorchAttentionGrad', 'TorchGelu', 'TorchGeluGrad']);
+const BF16_KERNELS = new Set([
+  'Reshape', 'Transpose', 'Identity', 'Add', 'BatchMatMul', '_FusedMatMul', 'TorchLinear', 'TorchLinearGrad', 'TorchAttention', 'TorchAttentionGrad',
+  'TorchGelu', 'TorchGeluGrad', 'TorchLinearCrossEntropy', 'TorchLinearCrossEntropyGrad',
+]);
 const fallbackCounts = new Map<string, number>();
 
 /** Declares a native kernel (called at module load by the kernel family files). */

@@ -8,6 +8,8 @@
 
 #include "handles.h"
 
+#include <c10/core/InferenceMode.h>
+
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -117,11 +119,40 @@ Napi::Value AdamwCpuAll(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(env, true);
 }
 
+// globalNormCpu(handles[]) -> handle of the float32 scalar ‖(‖g₁‖, ‖g₂‖, …)‖ (torch.nn.utils.clip_grad_norm_'s
+// total norm), by the same ATen operators src/backend/torch/optimizer.ts's per-tensor path calls (bf16
+// tensors widened to float32 first, linalg_vector_norm per tensor, stack, the norm of the norms), so the
+// same bits, in one call from JS instead of two or three per gradient; null unless every tensor is on the CPU.
+Napi::Value GlobalNormCpu(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Array list = info[0].As<Napi::Array>();
+  std::vector<at::Tensor> norms;
+  norms.reserve(list.Length());
+  for (uint32_t i = 0; i < list.Length(); ++i) {
+    if (!Lookup(env, list.Get(i)).device().is_cpu()) return env.Null();
+  }
+  try {
+    c10::InferenceMode guard;
+    for (uint32_t i = 0; i < list.Length(); ++i) {
+      const at::Tensor& g = Lookup(env, list.Get(i));
+      const bool widen = g.scalar_type() == at::kBFloat16;
+      norms.push_back(at::linalg_vector_norm(widen ? g.to(at::kFloat) : g, 2, c10::nullopt, false, c10::nullopt));
+      CountAten(widen ? 2 : 1);
+    }
+    at::Tensor total = at::linalg_vector_norm(at::stack(norms, 0), 2, c10::nullopt, false, c10::nullopt);
+    CountAten(2);
+    return Napi::Number::New(env, Store(std::move(total)));
+  } catch (...) {
+    Rethrow(env);
+  }
+}
+
 }  // namespace
 
 void RegisterAdamw(Napi::Env env, Napi::Object exports) {
   exports.Set("adamwCpu", Napi::Function::New(env, AdamwCpu));
   exports.Set("adamwCpuAll", Napi::Function::New(env, AdamwCpuAll));
+  exports.Set("globalNormCpu", Napi::Function::New(env, GlobalNormCpu));
 }
 
 }  // namespace m3

@@ -36,6 +36,8 @@ export interface TorchAddon {
    * adamwCpu over many parameters in one call (decays[i] is parameter i's lr-scaled decay); false (nothing
    * changed) unless every entry qualifies for adamwCpu and each parameter and moment is exclusive.
    */
+  /** ‖(‖t₁‖, ‖t₂‖, …)‖ of CPU tensors (bf16 widened first) by the per-tensor path's ATen operators, one new scalar; null off the CPU. */
+  globalNormCpu(tensors: number[]): number | null;
   adamwCpuAll(params: number[], m: number[], v: number[], grads: number[], decays: number[], beta1: number, beta2: number, lr: number, eps: number, bc1: number, bc2Sqrt: number): boolean;
   /**
    * Test hook: `true` starts recording every matrix product dispatched in the process (ATen's mm, addmm, bmm,

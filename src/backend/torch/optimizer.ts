@@ -77,11 +77,14 @@ let foreachWorks: boolean | null = null;
 /**
  * The global L2 norm of many tensors as torch.nn.utils.clip_grad_norm_ computes it: the norm of the
  * per-tensor norms. Those are one multi-tensor launch on CUDA (where libtorch has it), else one call per
- * tensor; either way no squared copy of a gradient is made (a fresh GB for bge-m3's embedding gradient).
+ * tensor — on the CPU all of it in one addon call (native/src/adamw.cc `globalNormCpu`, the same operators);
+ * either way no squared copy of a gradient is made (a fresh GB for bge-m3's embedding gradient).
  */
 export function globalNorm(tensors: tf.Tensor[]): tf.Scalar | null {
   if (tf.getBackend() !== 'torch' || tensors.length === 0) return null;
   const b = tf.backend() as unknown as TorchBackend;
+  const native = b.device === 'cpu' ? addon().globalNormCpu(tensors.map((t) => b.h(t))) : null;
+  if (native !== null) return tf.engine().makeTensorFromTensorInfo(b.out(native, 'float32')) as tf.Scalar;
   const info = scoped((tmp) => {
     const float32 = tensors.map((t) => (b.isBf16(t) ? tmp(toDtype(b.h(t), code('float32'))) : b.h(t)));
     const norms = perTensorNorms(b, float32).map(tmp);

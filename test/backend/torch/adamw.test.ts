@@ -10,6 +10,7 @@ import { useBackend } from '../../../src/backend';
 import { ops } from '../../../src/backend/ops';
 import { hostCounts } from '../../../src/backend/torch';
 import { addon } from '../../../src/backend/torch/addon';
+import { aten } from '../../../src/backend/torch/aten';
 import { adamwStep, createAdamW, disposeAdamW } from '../../../src/train/adamw';
 import { describeTorch, rand } from './setup';
 
@@ -112,5 +113,25 @@ describeTorch('fused AdamW on torch', () => {
     const shared = run('all', hold);
     expect(shared.heldAfter).toEqual(shared.heldValues);
     expectSameBits(shared.params, run('composite').params);
+  });
+});
+
+describeTorch('global gradient norm on the CPU', () => {
+  beforeAll(() => useBackend('torch'));
+
+  test('one addon call gives the bits of the per-tensor ATen norms (clip_grad_norm_)', () => {
+    const grads = SHAPES.map((s, i) => rand(s, i + 40, 0.5));
+    const b = tf.backend() as unknown as { h(t: tf.Tensor): number };
+    const vectorNorm = aten('linalg_vector_norm');
+    const perTensor = grads.map((g) => vectorNorm(b.h(g), 2, null, false, null) as number);
+    const stacked = aten('stack')(perTensor, 0) as number;
+    const expected = vectorNorm(stacked, 2, null, false, null) as number;
+    const want = Buffer.from((addon().toArray(expected) as Float32Array).buffer);
+    for (const h of [...perTensor, stacked, expected]) addon().free(h);
+    const before = hostCounts();
+    const norm = ops().globalNorm!(grads)!;
+    expect(hostCounts().addonCalls - before.addonCalls).toBe(2); // globalNormCpu, and the result's meta
+    expect(Buffer.from((norm.dataSync() as Float32Array).buffer).equals(want)).toBe(true);
+    tf.dispose([norm, ...grads]);
   });
 });

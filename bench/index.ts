@@ -31,6 +31,7 @@ export async function main(argv: string[]): Promise<void> {
     .example('npm run bench -- encode', 'encoding throughput per backend, next to PyTorch inference and onnxruntime')
     .example('npm run bench -- data', 'prepare tokens/s and batch-read rows/s')
     .example('npm run bench -- train --json', 'bench-small step time per backend and the PyTorch baseline')
+    .example('npm run bench -- train --backend torch --model bge-m3-structure --json', 'what a step of bge-m3\'s structure costs the host: TF.js kernels, addon and ATen calls, host ms')
     .example('npm run bench -- dist', 'all_reduce bandwidth, 2 processes, m3 (gloo) next to torch.distributed')
     .example('npm run bench -- train --device cuda --bf16 --model bge-m3-gpu', 'the GPU headline next to PyTorch: tokens/s and peak memory ratios')
     .example('npm run bench -- nccl --device cuda', 'world-size-1 NCCL process group smoke test')

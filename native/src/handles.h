@@ -33,9 +33,11 @@ const at::Tensor& Lookup(Napi::Env env, const Napi::Value& v);
 
 // Adds the distributed exports (dist.cc): always present, reporting "not built" when c10d is not compiled in.
 void RegisterDist(Napi::Env env, Napi::Object exports);
-// Adds `adamwCpu` (adamw.cc): the one-pass AdamW update of a float32 CPU parameter.
+// Adds `adamwCpu` and `adamwCpuAll` (adamw.cc): the one-pass AdamW update of a float32 CPU parameter, or of
+// every parameter in one call; `globalNormCpu`: clip_grad_norm_'s total norm in one call.
 void RegisterAdamw(Napi::Env env, Napi::Object exports);
-// Adds `dnnlMm` (gemm.cc): float32 GEMM through oneDNN where libtorch ships it as a shared library.
+// Adds `dnnlMm` (gemm.cc): float32 GEMM through oneDNN where libtorch ships it as a shared library;
+// `recordGemms`, the test hook that records every GEMM's input dtypes; `gemmInfo`, BLAS/oneDNN/threads.
 void RegisterGemm(Napi::Env env, Napi::Object exports);
 
 }  // namespace m3

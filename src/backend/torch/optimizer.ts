@@ -14,6 +14,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { AdamWGroup } from '../ops';
 import { addon } from './addon';
 import { aten, Handle } from './aten';
+import { outsideKernels } from './registry';
 import type { TorchBackend } from './backend';
 import { code, scoped, toDtype } from './kernels/util';
 
@@ -25,13 +26,13 @@ let works: boolean | null = null; // null until first tried
 export function adamwMany(groups: AdamWGroup[], step: number, hp: { beta1: number; beta2: number; lr: number; eps: number }): boolean {
   const b = tf.backend() as unknown as TorchBackend;
   if (tf.getBackend() !== 'torch') return false;
-  if (b.device === 'cpu') return adamwCpuAll(b, groups, step, hp);
+  if (b.device === 'cpu') return outsideKernels('TorchAdamWAll', b, () => adamwCpuAll(b, groups, step, hp));
   if (works === false) return false;
   const all = groups.flatMap((g) => g.items);
   if (!all.every((it) => b.exclusive(it.param) && b.exclusive(it.m) && b.exclusive(it.v))) return false;
   b.clearParamCasts(); // the parameters change
   try {
-    scoped((tmp) => {
+    outsideKernels('TorchFusedAdamW', b, () => scoped((tmp) => {
       const stepT = tmp(full([], step, code('float32'), null, b.device));
       for (const g of groups) {
         if (g.items.length === 0) continue;
@@ -41,7 +42,7 @@ export function adamwMany(groups: AdamWGroup[], step: number, hp: { beta1: numbe
         fusedAdamw(g.items.map((it) => h(it.param)), grads, g.items.map((it) => h(it.m)), g.items.map((it) => h(it.v)), [], g.items.map(() => stepT),
           hp.lr, hp.beta1, hp.beta2, g.weightDecay, hp.eps, false, false, null, null);
       }
-    });
+    }));
     works = true;
     return true;
   } catch (e) {
@@ -83,12 +84,14 @@ let foreachWorks: boolean | null = null;
 export function globalNorm(tensors: tf.Tensor[]): tf.Scalar | null {
   if (tf.getBackend() !== 'torch' || tensors.length === 0) return null;
   const b = tf.backend() as unknown as TorchBackend;
-  const native = b.device === 'cpu' ? addon().globalNormCpu(tensors.map((t) => b.h(t))) : null;
-  if (native !== null) return tf.engine().makeTensorFromTensorInfo(b.out(native, 'float32')) as tf.Scalar;
-  const info = scoped((tmp) => {
-    const float32 = tensors.map((t) => (b.isBf16(t) ? tmp(toDtype(b.h(t), code('float32'))) : b.h(t)));
-    const norms = perTensorNorms(b, float32).map(tmp);
-    return b.out(vectorNorm(tmp(stack(norms, 0)), 2, null, false, null), 'float32');
+  const info = outsideKernels('TorchGlobalNorm', b, () => {
+    const native = b.device === 'cpu' ? addon().globalNormCpu(tensors.map((t) => b.h(t))) : null;
+    if (native !== null) return b.out(native, 'float32');
+    return scoped((tmp) => {
+      const float32 = tensors.map((t) => (b.isBf16(t) ? tmp(toDtype(b.h(t), code('float32'))) : b.h(t)));
+      const norms = perTensorNorms(b, float32).map(tmp);
+      return b.out(vectorNorm(tmp(stack(norms, 0)), 2, null, false, null), 'float32');
+    });
   });
   return tf.engine().makeTensorFromTensorInfo(info) as tf.Scalar;
 }

@@ -149,28 +149,41 @@ if (profile) {
   });
 }
 
+/** Runs `fn` timed as kernel `name` while timing is on (the profile's row, and kernel time outside nested kernels). */
+function timed<T>(name: string, cuda: boolean, fn: () => T): T {
+  if (cuda) addon().cudaSynchronize();
+  const start = performance.now();
+  depth++;
+  try {
+    return fn();
+  } finally {
+    depth--;
+    if (cuda) addon().cudaSynchronize();
+    const ms = performance.now() - start;
+    if (depth === 0) counters.kernelMs += ms;
+    if (profile) {
+      const r = profile.get(name) ?? { calls: 0, ms: 0 };
+      r.calls++;
+      r.ms += ms;
+      profile.set(name, r);
+    }
+  }
+}
+
+/**
+ * Device work the backend runs outside TF.js's kernels (the one-call optimizer update and gradient norm):
+ * timed and profiled as a kernel row `name`, so host_ms_per_step does not count it as host time; not a TF.js
+ * kernel invocation.
+ */
+export function outsideKernels<T>(name: string, backend: TorchBackend, fn: () => T): T {
+  return timing ? timed(name, syncEach && backend.device === 'cuda', fn) : fn();
+}
+
 function profiled(kernelName: string, fn: tf.KernelFunc): tf.KernelFunc {
   return (args) => {
     counters.kernels++;
     if (!timing) return fn(args);
-    const cuda = syncEach && (args.backend as TorchBackend).device === 'cuda';
-    if (cuda) addon().cudaSynchronize();
-    const start = performance.now();
-    depth++;
-    try {
-      return fn(args);
-    } finally {
-      depth--;
-      if (cuda) addon().cudaSynchronize();
-      const ms = performance.now() - start;
-      if (depth === 0) counters.kernelMs += ms;
-      if (profile) {
-        const r = profile.get(kernelName) ?? { calls: 0, ms: 0 };
-        r.calls++;
-        r.ms += ms;
-        profile.set(kernelName, r);
-      }
-    }
+    return timed(kernelName, syncEach && (args.backend as TorchBackend).device === 'cuda', () => fn(args));
   };
 }
 

@@ -10,6 +10,15 @@
  *                demo model's), 4 heads, FFN 512. Small models are where per-op overhead shows: target
  *                ≤ 0.5× PyTorch's step time
  *   bge-m3       24 layers, hidden 1024, 16 heads, FFN 4096, vocab 250002; 1 query × group 2, 64 tokens; unified
+ *   bge-m3-structure  bge-m3-gpu's structure (24 layers, 16 heads, 4 queries × group 8, unified with
+ *                self-distillation) at hidden 64, FFN 256, vocab 1000, 16 / 32 tokens: kernels are small on 2
+ *                cores, so its step is what the host costs (no PyTorch baseline)
+ * On the torch backend every row has what a step costs the host (medians over the timed steps):
+ * `tfjs_kernels_per_step` (TF.js kernel invocations), `addon_calls_per_step` (calls from JS into the addon),
+ * `aten_calls_per_step` (ATen operator calls the addon made; native/src/handles.h says which count) and
+ * `host_ms_per_step` (the step's wall time minus its kernels' own, as M3_TORCH_PROFILE measures them).
+ * Every row records what moves its numbers between machines (bench/machine.ts): the CPU model and its GEMM
+ * flags, and on torch OpenBLAS's core type and threads, whether oneDNN's sgemm is used, ATen's threads.
  * PyTorch: ../shared/reference/bench_torch.py (Debian's python3-torch) for the unified points;
  * bench/train_torch.py, the same step with the dense loss, for the dense-only ones (bench_torch.py's loss is
  * fixed to unified).
@@ -33,6 +42,7 @@ import { Family, parseConfig } from '../src/model/config';
 import { initModel } from '../src/model/m3';
 import { adamwStep, clipGradNorm, createAdamW } from '../src/train/adamw';
 import { fastSampler } from './fast-init';
+import { cpuFields, machineFields } from './machine';
 import { runPythonJson } from './python';
 
 export interface Shape {
@@ -64,6 +74,9 @@ export const SHAPES: Record<string, Shape> = {
   'bge-m3': { ...XLMR_LARGE, batch: 1, group: 2, qlen: 64, plen: 64 },
   'bge-m3-gpu': { ...XLMR_LARGE, batch: 4, group: 8, qlen: 64, plen: 512, fastInit: true },
   'long-bucket': { ...XLMR_LARGE, batch: 1, group: 2, qlen: 64, plen: 8192, subBatch: 1, maxPos: 8194, fastInit: true, steps: [2, 1] },
+  // bge-m3-gpu's structure (layers, heads, batch, group, unified loss with self-distillation) at a width
+  // whose kernels are small on 2 cores: what a step costs the host, counted on the CPU
+  'bge-m3-structure': { ...XLMR_LARGE, batch: 4, group: 8, hidden: 64, ff: 256, vocab: 1000, qlen: 16, plen: 32 },
 };
 /** Points timed next to PyTorch (not long-bucket: its row says whether a step ran at all). */
 const BASELINE_POINTS = ['bench-small', 'demo-small', 'bge-m3', 'bge-m3-gpu'];
@@ -104,6 +117,10 @@ async function timeSteps(shape: Shape, steps: number, cuda: boolean): Promise<Re
   const last = [...params.values()].pop()!;
   const times: number[] = [];
   const hostTimes: number[] = []; // on cuda: time spent queueing work, i.e. the step minus the waits for the GPU
+  // on torch: per step, TF.js kernels, addon calls, ATen calls, and the step's wall time minus its kernels' own
+  const torch = tf.getBackend() === 'torch' ? (require('../src/backend/torch') as typeof import('../src/backend/torch')) : null;
+  torch?.setKernelTiming(true);
+  const perStep: Record<string, number[]> = { tfjs_kernels_per_step: [], addon_calls_per_step: [], aten_calls_per_step: [], host_ms_per_step: [] };
   let tensorsStart = 0;
   let loss = NaN;
   for (let i = 0; i <= steps; i++) {
@@ -111,6 +128,7 @@ async function timeSteps(shape: Shape, steps: number, cuda: boolean): Promise<Re
       tensorsStart = tf.memory().numTensors;
       if (process.env.M3_TORCH_PROFILE) (require('../src/backend/torch/registry') as { resetKernelProfile(): void }).resetKernelProfile(); // steady state only
     }
+    const before = torch?.hostCounts();
     const t0 = performance.now();
     const r = m3Step(model, batch, { loss: lossOpts, subBatchSize: shape.subBatch ?? 0 });
     const t1 = performance.now();
@@ -122,17 +140,27 @@ async function timeSteps(shape: Shape, steps: number, cuda: boolean): Promise<Re
     tf.dispose([r.loss, ...r.grads.values(), ...Object.values(r.parts)]);
     const t3 = performance.now();
     if (cuda) await last.data(); // the optimizer's kernels finish inside the step (bench_torch.py synchronises there too)
+    const wallMs = performance.now() - t0;
     if (i > 0) {
-      times.push((performance.now() - t0) / 1000);
+      times.push(wallMs / 1000);
       hostTimes.push((t1 - t0 + t3 - t2) / 1000);
+      if (torch && before) {
+        const after = torch.hostCounts();
+        perStep.tfjs_kernels_per_step.push(after.tfjsKernels - before.tfjsKernels);
+        perStep.addon_calls_per_step.push(after.addonCalls - before.addonCalls);
+        perStep.aten_calls_per_step.push(after.atenCalls - before.atenCalls);
+        perStep.host_ms_per_step.push(wallMs - (after.kernelMs - before.kernelMs));
+      }
     }
   }
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
   times.sort((a, b) => a - b);
   hostTimes.sort((a, b) => a - b);
   const med = times[Math.floor(times.length / 2)];
   const out: Record<string, number> = {
     step_s_median: med, tokens_per_s: tokensOf(shape) / med, peak_rss_mb: process.resourceUsage().maxRSS / 1024, tensors_start: tensorsStart, tensors_end: tf.memory().numTensors,
   };
+  if (torch) for (const [k, xs] of Object.entries(perStep)) out[k] = median(xs);
   if (cuda) {
     const m = api.deviceMemory?.();
     if (m) out.peak_mem_mb = m.peakAllocatedBytes / 2 ** 20;
@@ -178,7 +206,8 @@ async function child(args: Args, name: string, shape: Shape, steps: number): Pro
     api.setBf16Autocast(true);
   }
   const extra = device === 'cuda' || args.bf16 ? { device, bf16: !!args.bf16 } : {};
-  process.stdout.write(JSON.stringify({ backend, model: name, ...extra, ...(await timeSteps(shape, steps, device === 'cuda')) }) + '\n');
+  const timed = await timeSteps(shape, steps, device === 'cuda');
+  process.stdout.write(JSON.stringify({ backend, model: name, ...extra, ...timed, ...machineFields(backend) }) + '\n');
 }
 
 function runChild(b: string, name: string, steps: number, args: Args): Record<string, unknown> {
@@ -199,7 +228,7 @@ function runChild(b: string, name: string, steps: number, args: Args): Record<st
 function addBaseline(rows: Record<string, unknown>[], name: string, shape: Shape, steps: number, args: Args): void {
   const device = args.device === 'cuda' ? 'cuda' : 'cpu';
   const base = pytorchBaseline(shape, steps, baselineEnv(device, !!args.bf16));
-  rows.push({ model: name, ...base });
+  rows.push({ model: name, ...base, ...cpuFields() });
   const t = (base as { step_s_median?: number }).step_s_median;
   const mem = (base as { peak_mem_mb?: number }).peak_mem_mb;
   for (const r of rows) {

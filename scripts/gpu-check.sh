@@ -224,7 +224,8 @@ def bench(s, name):
     r = rows(name)
     ours = next((x for x in r if x.get("backend") not in (None, "pytorch")), None)
     base = next((x for x in r if x.get("backend") == "pytorch" or ("error" in x and "backend" not in x)), None)
-    keep = ("step_s_median", "tokens_per_s", "peak_mem_mb", "peak_rss_mb", "init_s", "loss", "error", "tensors_start", "tensors_end")
+    keep = ("step_s_median", "tokens_per_s", "peak_mem_mb", "peak_rss_mb", "init_s", "loss", "error", "tensors_start", "tensors_end", "host_s_median",
+            "tfjs_kernels_per_step", "addon_calls_per_step", "aten_calls_per_step", "host_ms_per_step", "cpu_model", "cpu_flags", "blas_core", "dnnl_sgemm", "aten_threads")
     if ours:
         s["ours"] = {k: ours[k] for k in keep if k in ours}
         for k in ("tokens_per_s_ratio", "peak_mem_ratio", "ratio_to_pytorch"):

@@ -85,6 +85,7 @@ const at::Tensor& Lookup(Napi::Env env, const Napi::Value& v) {
 
 namespace {
 
+using m3::CountAten;
 using m3::Lookup;
 using m3::Rethrow;
 using m3::Store;
@@ -414,6 +415,7 @@ Napi::Value Call(const Napi::CallbackInfo& info) {
         throw Napi::Error::New(env, "missing argument '" + params[i].name() + "' for " + schema.name());
       }
     }
+    CountAten();
     op.callBoxed(&stack);
   } catch (...) {
     Rethrow(env);
@@ -439,6 +441,7 @@ Napi::Value FromArray(const Napi::CallbackInfo& info) {
     // libtorch's caching host allocator keeps the pinned block until the copy has run.
     const bool cpu = device == "cpu";
     at::Tensor t = at::empty(shape, at::TensorOptions().dtype(dtype).pinned_memory(!cpu));
+    CountAten(cpu ? 1 : 2);  // empty, and the copy to the device
     const size_t bytes = t.numel() * t.element_size();
     if (arr.ByteLength() != bytes) {
       throw Napi::Error::New(env, "fromArray: " + std::to_string(arr.ByteLength()) + " bytes for a tensor of " + std::to_string(bytes));
@@ -459,13 +462,19 @@ Napi::Value ToArray(const Napi::CallbackInfo& info) {
   c10::InferenceMode guard;
   try {
     at::Tensor t = Lookup(env, info[0]);
-    if (!t.device().is_cpu()) t = t.cpu();
+    if (!t.device().is_cpu()) {
+      t = t.cpu();
+      CountAten();
+    }
     switch (t.scalar_type()) {
       case at::kFloat: case at::kInt: case at::kBool: break;
-      case at::kDouble: case at::kHalf: case at::kBFloat16: t = t.to(at::kFloat); break;
-      default: t = t.to(at::kInt); break;
+      case at::kDouble: case at::kHalf: case at::kBFloat16: t = t.to(at::kFloat); CountAten(); break;
+      default: t = t.to(at::kInt); CountAten(); break;
     }
-    t = t.contiguous();
+    if (!t.is_contiguous()) {
+      t = t.contiguous();
+      CountAten();
+    }
     const size_t n = t.numel();
     if (t.scalar_type() == at::kFloat) {
       Napi::Float32Array out = Napi::Float32Array::New(env, n);
@@ -518,6 +527,11 @@ Napi::Value Exclusive(const Napi::CallbackInfo& info) {
 
 Napi::Value LiveHandles(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(g_live));
+}
+
+// atenCalls() -> the process-wide count of ATen operator calls the addon made (handles.h's CountAten).
+Napi::Value AtenCalls(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(m3::g_atenCalls.load(std::memory_order_relaxed)));
 }
 
 // ---- threads and environment ----------------------------------------------------------------------------
@@ -628,6 +642,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("meta", Napi::Function::New(env, Meta));
   exports.Set("exclusive", Napi::Function::New(env, Exclusive));
   exports.Set("liveHandles", Napi::Function::New(env, LiveHandles));
+  exports.Set("atenCalls", Napi::Function::New(env, AtenCalls));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("blasThreads", Napi::Function::New(env, BlasThreads));
   exports.Set("version", Napi::Function::New(env, Version));

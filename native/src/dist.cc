@@ -198,6 +198,7 @@ Napi::Value AllReduce(const Napi::CallbackInfo& info) {
     const at::Tensor& x = Lookup(env, info[0]);
     // the handle table holds one reference; `x` here is a const reference to it
     const bool alone = inPlace && x.is_contiguous() && x.use_count() == 1 && x.storage().use_count() == 1;
+    if (!alone) CountAten();
     std::vector<at::Tensor> t{alone ? x : x.clone(at::MemoryFormat::Contiguous)};
     ::c10d::AllreduceOptions opts;
     opts.timeout = timeout;
@@ -211,6 +212,7 @@ Napi::Value AllReduce(const Napi::CallbackInfo& info) {
 std::vector<at::Tensor> GatherEqual(Dist& d, const at::Tensor& t, milliseconds timeout) {
   std::vector<std::vector<at::Tensor>> out(1);
   for (int r = 0; r < d.world; ++r) out[0].push_back(at::empty_like(t));
+  CountAten(d.world);
   std::vector<at::Tensor> in{t};
   ::c10d::AllgatherOptions opts;
   opts.timeout = timeout;
@@ -225,13 +227,18 @@ Napi::Value AllGather(const Napi::CallbackInfo& info) {
   Dist& d = Active(env);
   const milliseconds timeout = TimeoutArg(info, 1, d);
   try {
-    at::Tensor t = Lookup(env, info[0]).contiguous();
+    const at::Tensor& x = Lookup(env, info[0]);
+    if (!x.is_contiguous()) CountAten();
+    at::Tensor t = x.contiguous();
     TORCH_CHECK(t.dim() >= 1, "allGather needs a tensor with at least one dimension");
+    CountAten();  // full
     auto rows = GatherEqual(d, at::full({1}, t.size(0), t.options().dtype(at::kLong)), timeout);
     std::vector<int64_t> sizes;
     int64_t most = 0;
     for (auto& r : rows) {
+      if (!r.device().is_cpu()) CountAten();
       sizes.push_back(r.cpu().item<int64_t>());
+      CountAten();  // item
       most = std::max(most, sizes.back());
     }
     at::Tensor padded = t;
@@ -239,10 +246,12 @@ Napi::Value AllGather(const Napi::CallbackInfo& info) {
       std::vector<int64_t> shape = t.sizes().vec();
       shape[0] = most - t.size(0);
       padded = at::cat({t, at::zeros(shape, t.options())}, 0);
+      CountAten(2);
     }
     auto parts = GatherEqual(d, padded, timeout);
     for (size_t r = 0; r < parts.size(); ++r) parts[r] = parts[r].narrow(0, 0, sizes[r]);
     Napi::Array result = Napi::Array::New(env, 2);
+    CountAten(1 + static_cast<int64_t>(parts.size()));  // the narrows and the cat
     result.Set(0u, Napi::Number::New(env, Store(at::cat(parts, 0))));
     Napi::Array js = Napi::Array::New(env, sizes.size());
     for (size_t r = 0; r < sizes.size(); ++r) js.Set(static_cast<uint32_t>(r), Napi::Number::New(env, static_cast<double>(sizes[r])));
@@ -262,6 +271,7 @@ Napi::Value Broadcast(const Napi::CallbackInfo& info) {
   const milliseconds timeout = TimeoutArg(info, 2, d);
   try {
     std::vector<at::Tensor> t{Lookup(env, info[0]).clone(at::MemoryFormat::Contiguous)};
+    CountAten();
     ::c10d::BroadcastOptions opts;
     opts.rootRank = root;
     opts.timeout = timeout;

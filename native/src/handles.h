@@ -6,6 +6,7 @@
 
 #include <ATen/ATen.h>
 
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -14,6 +15,14 @@ namespace m3 {
 extern std::vector<at::Tensor> g_tensors;
 extern std::vector<int32_t> g_free;
 extern int64_t g_live;
+
+// ATen operator calls made by the addon, process-wide (the bench's aten_calls_per_step). Every native file
+// counts its own: one per ATen operator its code invokes directly through the dispatcher (a boxed `call`,
+// an at::/Tensor method call that dispatches, such as at::empty, copy_, clone, to() when it copies), counted
+// when it runs. Not counted: the operators those call inside ATen, c10d collectives, oneDNN's sgemm, and
+// metadata reads that dispatch nothing (sizes, dtype, data_ptr, use_count).
+inline std::atomic<int64_t> g_atenCalls{0};
+inline void CountAten(int64_t n = 1) { g_atenCalls.fetch_add(n, std::memory_order_relaxed); }
 
 // Puts a tensor in the handle table and returns its id.
 int32_t Store(at::Tensor t);
@@ -24,9 +33,11 @@ const at::Tensor& Lookup(Napi::Env env, const Napi::Value& v);
 
 // Adds the distributed exports (dist.cc): always present, reporting "not built" when c10d is not compiled in.
 void RegisterDist(Napi::Env env, Napi::Object exports);
-// Adds `adamwCpu` (adamw.cc): the one-pass AdamW update of a float32 CPU parameter.
+// Adds `adamwCpu` and `adamwCpuAll` (adamw.cc): the one-pass AdamW update of a float32 CPU parameter, or of
+// every parameter in one call; `globalNormCpu`: clip_grad_norm_'s total norm in one call.
 void RegisterAdamw(Napi::Env env, Napi::Object exports);
-// Adds `dnnlMm` (gemm.cc): float32 GEMM through oneDNN where libtorch ships it as a shared library.
+// Adds `dnnlMm` (gemm.cc): float32 GEMM through oneDNN where libtorch ships it as a shared library;
+// `recordGemms`, the test hook that records every GEMM's input dtypes; `gemmInfo`, BLAS/oneDNN/threads.
 void RegisterGemm(Napi::Env env, Napi::Object exports);
 
 }  // namespace m3

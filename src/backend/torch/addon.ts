@@ -19,6 +19,8 @@ export interface TorchAddon {
   /** True when nothing else (a view, an alias, another handle) shares this handle's tensor or memory. */
   exclusive(handle: number): boolean;
   liveHandles(): number;
+  /** ATen operator calls the addon has made in this process (native/src/handles.h, CountAten). */
+  atenCalls(): number;
   /**
    * The CPU caching allocator's large blocks (>= 1 MiB): bytes in use, the most in use at once, bytes
    * cached for reuse, reuse hits and fresh allocations. `release` first returns the cached blocks to the
@@ -30,6 +32,21 @@ export interface TorchAddon {
    * operations per element; false (nothing changed) unless all four are contiguous float32 CPU tensors.
    */
   adamwCpu(param: number, m: number, v: number, grad: number, beta1: number, beta2: number, lr: number, eps: number, decay: number, bc1: number, bc2Sqrt: number): boolean;
+  /**
+   * adamwCpu over many parameters in one call (decays[i] is parameter i's lr-scaled decay); false (nothing
+   * changed) unless every entry qualifies for adamwCpu and each parameter and moment is exclusive.
+   */
+  /** ‖(‖t₁‖, ‖t₂‖, …)‖ of CPU tensors (bf16 widened first) by the per-tensor path's ATen operators, one new scalar; null off the CPU. */
+  globalNormCpu(tensors: number[]): number | null;
+  adamwCpuAll(params: number[], m: number[], v: number[], grads: number[], decays: number[], beta1: number, beta2: number, lr: number, eps: number, bc1: number, bc2Sqrt: number): boolean;
+  /**
+   * Test hook: `true` starts recording every matrix product dispatched in the process (ATen's mm, addmm, bmm,
+   * matmul, linear, ... and oneDNN's sgemm) with its tensor inputs' dtypes (c10 names: Float, BFloat16);
+   * `false` stops and returns the records. Nothing is observed while off.
+   */
+  recordGemms(on: boolean): { op: string; dtypes: string[] }[] | undefined;
+  /** OpenBLAS's core type, build configuration and threads, whether oneDNN's sgemm is used, ATen's intra-op threads. */
+  gemmInfo(): { blasCore: string; blasConfig: string; blasThreads: number; dnnlSgemm: boolean; atenThreads: number };
   /**
    * op(a)·op(b) [+ bias per row] through oneDNN's sgemm (native/src/gemm.cc), a new [M, N] tensor; null when
    * the process has no shared oneDNN or an operand is not a contiguous 2-D float32 CPU tensor.
@@ -68,6 +85,33 @@ export interface TorchAddon {
 export const ADDON_PATH = path.resolve(__dirname, '..', '..', '..', 'native', 'build', 'Release', 'm3_torch.node');
 
 let cached: TorchAddon | undefined;
+let raw: TorchAddon | undefined;
+let addonCalls = 0;
+
+/**
+ * The addon with every exported function counted: one per call from JS into the addon (the bench's
+ * addon_calls_per_step). A closure per export; the count costs an increment.
+ */
+function counted(native: TorchAddon): TorchAddon {
+  const out: Record<string, unknown> = {};
+  for (const [name, value] of Object.entries(native)) {
+    if (typeof value !== 'function') {
+      out[name] = value;
+      continue;
+    }
+    const fn = value as (...a: unknown[]) => unknown;
+    out[name] = function (this: unknown, ...a: unknown[]) {
+      addonCalls++;
+      return fn.apply(native, a);
+    };
+  }
+  return out as unknown as TorchAddon;
+}
+
+/** Calls from JS into the addon and ATen operator calls the addon made, so far in this process (not counting this read). */
+export function addonCounts(): { addonCalls: number; atenCalls: number } {
+  return { addonCalls, atenCalls: raw?.atenCalls ? raw.atenCalls() : 0 };
+}
 
 /** The addon, or a one-line reason why it cannot be loaded. Never throws. */
 export function loadAddon(): TorchAddon | string {
@@ -80,7 +124,8 @@ export function loadAddon(): TorchAddon | string {
   const file = candidates.find((f) => fs.existsSync(f));
   if (!file) return 'addon not built (libtorch was not found at npm install; install libtorch-dev or set LIBTORCH_DIR, then npm run build:native)';
   try {
-    cached = require(file) as TorchAddon;
+    raw = require(file) as TorchAddon;
+    cached = counted(raw);
     return cached;
   } catch (e) {
     const msg = (e as Error).message.split('\n')[0];

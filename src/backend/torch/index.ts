@@ -4,8 +4,8 @@
  * src/backend/index.ts calls it, self-checks the backend and decides whether to use it.
  */
 import * as tf from '@tensorflow/tfjs';
-import { loadAddon, TorchAddon } from './addon';
-import { BACKEND_NAME, registerKernels } from './registry';
+import { addonCounts, loadAddon, TorchAddon } from './addon';
+import { BACKEND_NAME, kernelCounts, registerKernels } from './registry';
 
 export type TorchLoadResult = { ok: true } | { ok: false; reason: string };
 
@@ -48,4 +48,14 @@ export function loadTorchBackend(device: 'cpu' | 'cuda'): TorchLoadResult {
   }
 }
 
-export { fallbackStats, resetFallbackStats, nativeKernelNames } from './registry';
+/**
+ * What the host has asked of the backend so far in this process: TF.js kernel invocations, calls from JS
+ * into the addon, ATen operator calls the addon made (native/src/handles.h says which count), and the
+ * kernels' own milliseconds (while timing is on: setKernelTiming or M3_TORCH_PROFILE).
+ */
+export function hostCounts(): { tfjsKernels: number; addonCalls: number; atenCalls: number; kernelMs: number } {
+  const k = kernelCounts();
+  return { tfjsKernels: k.kernels, kernelMs: k.kernelMs, ...addonCounts() };
+}
+
+export { fallbackStats, resetFallbackStats, nativeKernelNames, setKernelTiming } from './registry';

@@ -21,12 +21,16 @@ const nativeKernels = new Map<string, TorchKernelFunc>();
 
 /**
  * Under bf16 autocast (TorchBackend.autocast) these kernels take bfloat16-stored inputs as they are: the
- * matmul family and attention compute in bf16 (torch.autocast's lower-precision list), GELU, views and Add
+ * matmul family, attention and the output layer of linearCrossEntropy compute in bf16 (torch.autocast's
+ * lower-precision list; the latter's softmax and loss in float32), GELU, views and Add
  * keep their inputs' type (bf16 + bf16 is bf16, with float32 it is float32: gradient sums stay bf16, as
  * autograd's). Every other kernel gets float32 copies (softmax, norms, reductions, losses and the optimizer
  * run in float32, as under torch.autocast).
  */
-const BF16_KERNELS = new Set(['Reshape', 'Transpose', 'Identity', 'Add', 'BatchMatMul', '_FusedMatMul', 'TorchLinear', 'TorchLinearGrad', 'TorchAttention', 'TorchAttentionGrad', 'TorchGelu', 'TorchGeluGrad']);
+const BF16_KERNELS = new Set([
+  'Reshape', 'Transpose', 'Identity', 'Add', 'BatchMatMul', '_FusedMatMul', 'TorchLinear', 'TorchLinearGrad', 'TorchAttention', 'TorchAttentionGrad',
+  'TorchGelu', 'TorchGeluGrad', 'TorchLinearCrossEntropy', 'TorchLinearCrossEntropyGrad',
+]);
 const fallbackCounts = new Map<string, number>();
 
 /** Declares a native kernel (called at module load by the kernel family files). */
@@ -106,10 +110,29 @@ export function runOnCpu(kernelName: string, inputs: tf.NamedTensorInfoMap, back
 }
 
 // M3_TORCH_PROFILE=1: time every torch kernel (wall time; kernels run synchronously on the CPU; on CUDA this
-// is the time to queue it) and print the totals on stderr at exit, to see where a step spends its time.
-// M3_TORCH_PROFILE=sync also waits for the device around each kernel: on CUDA, its GPU time too.
+// is the time to queue it) and print the totals on stderr at exit, one row per kernel, to see where a step
+// spends its time. M3_TORCH_PROFILE=sync also waits for the device around each kernel: on CUDA, its GPU time too.
 const profile = process.env.M3_TORCH_PROFILE ? new Map<string, { calls: number; ms: number }>() : null;
 const syncEach = process.env.M3_TORCH_PROFILE === 'sync';
+/**
+ * Host-cost counters (the bench's tfjs_kernels_per_step and host_ms_per_step): TF.js kernel invocations on
+ * this backend (native and fallback, counted always), and, while timing is on (the profile, or
+ * setKernelTiming), the kernels' own wall time — outermost kernels only, so a kernel run inside another is
+ * not counted twice.
+ */
+const counters = { kernels: 0, kernelMs: 0 };
+let timing = profile !== null;
+let depth = 0;
+
+/** Times every kernel from now on (or stops); the profile always does. */
+export function setKernelTiming(on: boolean): void {
+  timing = on || profile !== null;
+}
+
+/** TF.js kernel invocations so far, and the kernels' own milliseconds while timing was on. */
+export function kernelCounts(): { kernels: number; kernelMs: number } {
+  return { ...counters };
+}
 
 /** Restarts the kernel profile (e.g. after a warm-up step). */
 export function resetKernelProfile(): void {
@@ -120,27 +143,47 @@ if (profile) {
     const rows = [...profile].sort((a, b) => b[1].ms - a[1].ms);
     const total = rows.reduce((a, [, r]) => a + r.ms, 0);
     process.stderr.write(`torch kernel profile (${total.toFixed(0)} ms in kernels)\n`);
-    for (const [name, r] of rows.slice(0, 40)) {
+    for (const [name, r] of rows) {
       process.stderr.write(`${name.padEnd(28)} ${r.ms.toFixed(1).padStart(10)} ms ${String(r.calls).padStart(8)} calls\n`);
     }
   });
 }
 
-function profiled(kernelName: string, fn: tf.KernelFunc): tf.KernelFunc {
-  if (!profile) return fn;
-  return (args) => {
-    const cuda = syncEach && (args.backend as TorchBackend).device === 'cuda';
+/** Runs `fn` timed as kernel `name` while timing is on (the profile's row, and kernel time outside nested kernels). */
+function timed<T>(name: string, cuda: boolean, fn: () => T): T {
+  if (cuda) addon().cudaSynchronize();
+  const start = performance.now();
+  depth++;
+  try {
+    return fn();
+  } finally {
+    depth--;
     if (cuda) addon().cudaSynchronize();
-    const start = process.hrtime.bigint();
-    try {
-      return fn(args);
-    } finally {
-      if (cuda) addon().cudaSynchronize();
-      const r = profile.get(kernelName) ?? { calls: 0, ms: 0 };
+    const ms = performance.now() - start;
+    if (depth === 0) counters.kernelMs += ms;
+    if (profile) {
+      const r = profile.get(name) ?? { calls: 0, ms: 0 };
       r.calls++;
-      r.ms += Number(process.hrtime.bigint() - start) / 1e6;
-      profile.set(kernelName, r);
+      r.ms += ms;
+      profile.set(name, r);
     }
+  }
+}
+
+/**
+ * Device work the backend runs outside TF.js's kernels (the one-call optimizer update and gradient norm):
+ * timed and profiled as a kernel row `name`, so host_ms_per_step does not count it as host time; not a TF.js
+ * kernel invocation.
+ */
+export function outsideKernels<T>(name: string, backend: TorchBackend, fn: () => T): T {
+  return timing ? timed(name, syncEach && backend.device === 'cuda', fn) : fn();
+}
+
+function profiled(kernelName: string, fn: tf.KernelFunc): tf.KernelFunc {
+  return (args) => {
+    counters.kernels++;
+    if (!timing) return fn(args);
+    return timed(kernelName, syncEach && (args.backend as TorchBackend).device === 'cuda', () => fn(args));
   };
 }
 

@@ -301,7 +301,9 @@ kernel('TorchSoftmaxCrossEntropyGrad', ({ dy, logp, targets }, b, { ignoreIndex 
 // hot, so the forward keeps one [N, V] tensor (the probabilities) and the backward needs one pass over it
 // (P·dy − onehot·dy) plus the two matmuls. Every [N, V] step but the first product runs in place: in
 // Debian's libtorch 1.13 an op that allocates a fresh [N, V] result (addmm, logsumexp) costs ~30× one that
-// writes into an existing one.
+// writes into an existing one. Under bf16 autocast the products take bf16 inputs, as torch.autocast's linear:
+// the logits come out of addmm in bf16 and are widened to float32 for the softmax and the loss (a fresh
+// [N, V] tensor, the cost of autocast); the backward's dx stays bf16, dW and db come back in float32.
 const addInplaceT = aten('add_.Tensor');
 const gatherDim = aten('gather');
 const amax = aten('amax');
@@ -317,8 +319,13 @@ const scatterAddInplace = aten('scatter_add_');
 const neg = aten('neg');
 kernel('TorchLinearCrossEntropy', ({ x, weight, bias, targets }, b) =>
   scoped((tmp) => {
-    const logits = mm(b.h(x), tmp(transpose(b.h(weight), 0, 1)));
-    tmp(addInplaceT(logits, b.h(bias), 1)); // in-place ops return a new handle on the same tensor: free it
+    let logits: Handle;
+    if (b.autocast) {
+      logits = toDtype(tmp(addmm(paramLowp(bias, b), lowp(x, b, tmp), tmp(transpose(paramLowp(weight, b), 0, 1)))), code('float32'));
+    } else {
+      logits = mm(b.h(x), tmp(transpose(b.h(weight), 0, 1)));
+      tmp(addInplaceT(logits, b.h(bias), 1)); // in-place ops return a new handle on the same tensor: free it
+    }
     const t = tmp(unsqueeze(tmp(toDtype(b.h(targets), code('int64'))), 1));
     const picked = tmp(gatherDim(logits, 1, t, false));
     const max = tmp(amax(logits, [1], true));
@@ -332,11 +339,14 @@ kernel('TorchLinearCrossEntropy', ({ x, weight, bias, targets }, b) =>
 );
 kernel('TorchLinearCrossEntropyGrad', ({ dy, x, weight, probs, targets }, b) =>
   scoped((tmp) => {
-    const d = tmp(unsqueeze(b.h(dy), 1));
+    const dy32 = b.isBf16(dy) ? tmp(toDtype(b.h(dy), code('float32'))) : b.h(dy);
+    const d = tmp(unsqueeze(dy32, 1));
     const g = tmp(mulT(b.h(probs), d)); // P·dy, then −dy at each row's target
     tmp(scatterAddInplace(g, 1, tmp(unsqueeze(tmp(toDtype(b.h(targets), code('int64'))), 1)), tmp(neg(d))));
-    const dx = mm(g, b.h(weight));
-    const dw = mm(tmp(transpose(g, 0, 1)), b.h(x));
+    const gl = b.autocast ? tmp(toDtype(g, code('bfloat16'))) : g;
+    const dx = mm(gl, paramLowp(weight, b));
+    const dwLowp = mm(tmp(transpose(gl, 0, 1)), lowp(x, b, tmp));
+    const dw = b.autocast ? toDtype(tmp(dwLowp), code('float32')) : dwLowp;
     const db = sumDims(g, [0], false, null);
     return [b.out(dx, 'float32'), b.out(dw, 'float32'), b.out(db, 'float32')];
   }),

@@ -8,7 +8,7 @@ import * as tf from '@tensorflow/tfjs';
 import { EncoderConfig } from './config';
 import { deriveSeed, tfSeed } from '../util/rng';
 import { TokenBatch } from '../util/token-batch';
-import { FLOAT32_MIN, geluTanh, linear, ops } from '../backend/ops';
+import { ENCODER_LAYER_WEIGHTS, EncoderLayerWeights, FLOAT32_MIN, geluTanh, linear, ops } from '../backend/ops';
 
 export type Params = Map<string, tf.Tensor>;
 
@@ -36,15 +36,20 @@ export class Dropout {
   active(rate: number): boolean {
     return this.seed !== undefined && rate > 0;
   }
-  apply(x: tf.Tensor, rate: number): tf.Tensor {
-    if (!this.active(rate)) return x;
+  /** The next call's keep mask for a tensor of `shape`, scaled by 1/(1 − rate); null when not active. */
+  mask(shape: number[], rate: number): tf.Tensor | null {
+    if (!this.active(rate)) return null;
     const call = this.calls++;
     return tf.tidy(() => {
-      const [rows, ...rest] = x.shape;
+      const [rows, ...rest] = shape;
       const draws = Array.from({ length: rows }, (_, r) => tf.randomUniform([1, ...rest], 0, 1, 'float32', tfSeed(deriveSeed(this.seed!, call, this.rowOffset + r))));
-      const keep = tf.cast(tf.greaterEqual(rows === 1 ? draws[0] : tf.concat(draws, 0), rate), 'float32');
-      return tf.mul(x, tf.mul(keep, 1 / (1 - rate)));
+      return tf.mul(tf.cast(tf.greaterEqual(rows === 1 ? draws[0] : tf.concat(draws, 0), rate), 'float32'), 1 / (1 - rate));
     });
+  }
+  apply(x: tf.Tensor, rate: number): tf.Tensor {
+    const keep = this.mask(x.shape, rate);
+    if (!keep) return x;
+    return tf.tidy(() => tf.mul(x, keep));
   }
 }
 
@@ -174,6 +179,21 @@ export function ffnBlock(cfg: EncoderConfig, params: Params, prefix: string, x: 
   });
 }
 
+/**
+ * One encoder layer (attention block, then FFN block): one fused op each way where the backend has one
+ * (torch), else the composite blocks above. Both draw the same dropout masks in the same order.
+ */
+export function encoderLayer(cfg: EncoderConfig, params: Params, prefix: string, x: tf.Tensor3D, mask: tf.Tensor | null, drop: Dropout): tf.Tensor3D {
+  const fused = ops().encoderLayer;
+  if (!fused) return ffnBlock(cfg, params, prefix, attentionBlock(cfg, params, prefix, x, x, mask, drop), drop);
+  return tf.tidy(() => {
+    const [b, l] = x.shape;
+    const weights = Object.fromEntries(ENCODER_LAYER_WEIGHTS.map((n) => [n, param(params, prefix + n)])) as EncoderLayerWeights;
+    const dropout = { probs: drop.mask([b, cfg.heads, l, l], cfg.attentionDropout), attention: drop.mask(x.shape, cfg.hiddenDropout), ffn: drop.mask(x.shape, cfg.hiddenDropout) };
+    return fused(x, weights, mask, dropout, { eps: cfg.layerNormEps, heads: cfg.heads, activation: cfg.activation });
+  });
+}
+
 /** last_hidden_state [B, L, hidden] of the encoder. */
 export function encoderForward(cfg: EncoderConfig, params: Params, b: TokenBatch, opts: ForwardOptions = {}): tf.Tensor3D {
   return tf.tidy(() => {
@@ -181,11 +201,7 @@ export function encoderForward(cfg: EncoderConfig, params: Params, b: TokenBatch
     const prefix = opts.prefix ?? '';
     const mask = additiveMask(b);
     let x = embeddings(cfg, params, { ids: b }, opts, drop);
-    for (let i = 0; i < cfg.layers; i++) {
-      const p = `${prefix}encoder.layer.${i}.`;
-      x = attentionBlock(cfg, params, p, x, x, mask, drop);
-      x = ffnBlock(cfg, params, p, x, drop);
-    }
+    for (let i = 0; i < cfg.layers; i++) x = encoderLayer(cfg, params, `${prefix}encoder.layer.${i}.`, x, mask, drop);
     return x;
   });
 }

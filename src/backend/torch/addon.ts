@@ -35,6 +35,17 @@ export interface TorchAddon {
    * the process has no shared oneDNN or an operand is not a contiguous 2-D float32 CPU tensor.
    */
   dnnlMm(a: number, b: number, transA: boolean, transB: boolean, bias?: number | null): number | null;
+  /**
+   * One encoder layer (native/src/layer.cc): 16 weights in ENCODER_LAYER_WEIGHTS order, optional additive mask
+   * and dropout keep masks (probabilities, attention output, FFN output). With `train`, [y, context]: the
+   * context tensor owns the layer's autograd graph (freeing it frees the graph); without, y alone.
+   */
+  encoderLayerForward(x: number, weights: number[], mask: number | null, dropProbs: number | null, dropAttention: number | null, dropFfn: number | null,
+    o: { eps: number; heads: number; activation: number; bf16: boolean; dnnlMinRows: number; train: boolean }): number | [number, number];
+  /** [dx, ...16 weight gradients] of the layer whose context this is; frees its graph. */
+  encoderLayerBackward(context: number, dy: number): number[];
+  /** How many encoder layer graphs are alive (each until its backward ran or its context was freed). */
+  encoderLayerGraphs(): number;
   /** Sets OpenBLAS's thread count, returning the one before (0, and nothing set, when the BLAS is another). */
   blasThreads(n: number): number;
   setThreads(intraOp: number, blas?: number): { intraOp: number; blasSet: boolean };

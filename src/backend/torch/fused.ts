@@ -7,7 +7,7 @@
  * backend loads and used by the model while torch is the active backend.
  */
 import * as tf from '@tensorflow/tfjs';
-import { AdamWAttrs, compositeLinearCrossEntropy, compositeOps, Ops } from '../ops';
+import { AdamWAttrs, compositeLinearCrossEntropy, compositeOps, ENCODER_LAYER_WEIGHTS, EncoderLayerAttrs, EncoderLayerDropout, EncoderLayerWeights, Ops } from '../ops';
 import { adamwMany, globalNorm } from './optimizer';
 
 const onTorch = (): boolean => tf.getBackend() === 'torch';
@@ -170,6 +170,34 @@ export function linearCrossEntropy(x: tf.Tensor2D, weight: tf.Tensor2D, bias: tf
   return fused(x, weight, bias, targets) as tf.Tensor1D;
 }
 
+/**
+ * A whole encoder layer (kernels/layer.ts): one node on the tape, whose one saved tensor is the context that
+ * owns the layer's libtorch graph. Without a gradient tape (evaluation, encoding) the layer runs without
+ * autograd and keeps nothing. Dropout masks are constants of the op (no gradient flows to them).
+ */
+export function encoderLayer(x: tf.Tensor3D, weights: EncoderLayerWeights, mask: tf.Tensor | null, dropout: EncoderLayerDropout, attrs: EncoderLayerAttrs): tf.Tensor3D {
+  const constants: Record<string, tf.Tensor> = {};
+  if (mask) constants.mask = mask;
+  if (dropout.probs) constants.dropProbs = dropout.probs;
+  if (dropout.attention) constants.dropAttention = dropout.attention;
+  if (dropout.ffn) constants.dropFfn = dropout.ffn;
+  const run = (xx: tf.Tensor, ws: tf.Tensor[], train: boolean) =>
+    tf.engine().runKernel('TorchEncoderLayer', { x: xx, ...Object.fromEntries(ENCODER_LAYER_WEIGHTS.map((n, i) => [n, ws[i]])), ...constants }, { ...attrs, train } as never);
+  const ordered = ENCODER_LAYER_WEIGHTS.map((n) => weights[n]);
+  if (tf.engine().state.gradientDepth === 0) return run(x, ordered, false) as tf.Tensor3D;
+  const fused = tf.customGrad(((...args: unknown[]) => {
+    const save = args.pop() as tf.GradSaveFunc;
+    const [xx, ...ws] = args as tf.Tensor[];
+    const [y, context] = run(xx, ws, true) as tf.Tensor[];
+    save([context]);
+    return {
+      value: y,
+      gradFunc: freeing((dy, [sc]) => tf.engine().runKernel('TorchEncoderLayerGrad', { dy, context: sc }, {}) as tf.Tensor[]),
+    };
+  }) as unknown as CustomGradientFunc) as (...args: tf.Tensor[]) => tf.Tensor;
+  return fused(x, ...ordered) as tf.Tensor3D;
+}
+
 /** AdamW in place (kernels/fused.ts `TorchAdamW`). */
 function adamw(param: tf.Tensor, m: tf.Tensor, v: tf.Tensor, grad: tf.Tensor, attrs: AdamWAttrs): [tf.Tensor, tf.Tensor, tf.Tensor] {
   return tf.engine().runKernel('TorchAdamW', { param, m, v, grad }, attrs as never) as [tf.Tensor, tf.Tensor, tf.Tensor];
@@ -177,5 +205,5 @@ function adamw(param: tf.Tensor, m: tf.Tensor, v: tf.Tensor, grad: tf.Tensor, at
 
 /** Drop-in for src/backend/ops.ts's Ops when the torch backend is active. */
 export const torchFusedOps: Partial<Ops> = {
-  layerNorm, gelu, attention, linear, adamw, adamwMany, globalNorm, linearCrossEntropy, softmaxCrossEntropy: (logits: tf.Tensor2D, targets: tf.Tensor1D) => softmaxCrossEntropy(logits, targets),
+  layerNorm, gelu, attention, linear, encoderLayer, adamw, adamwMany, globalNorm, linearCrossEntropy, softmaxCrossEntropy: (logits: tf.Tensor2D, targets: tf.Tensor1D) => softmaxCrossEntropy(logits, targets),
 };

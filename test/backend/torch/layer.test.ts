@@ -1,0 +1,106 @@
+/**
+ * The fused encoder layer (one native op each way, native/src/layer.cc) against the composite layer of
+ * src/model/encoder.ts on the cpu backend: the output and the gradients of the input and of all 16
+ * parameters, BERT and XLM-R settings, with and without padding, dropout off and on (the same masks); and
+ * that the layer's libtorch graph never outlives its use.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { addon } from '../../../src/backend/torch/addon';
+import { torchFusedOps } from '../../../src/backend/torch/fused';
+import { ENCODER_LAYER_WEIGHTS, FLOAT32_MIN, setFusedOps } from '../../../src/backend/ops';
+import { parseConfig } from '../../../src/model/config';
+import { Dropout, encoderLayer } from '../../../src/model/encoder';
+import { describeTorch, expectSame, rand, runOn } from './setup';
+
+const [B, L, H, FF] = [2, 6, 12, 20];
+const shapes: Record<string, number[]> = {
+  'attention.self.query.weight': [H, H], 'attention.self.key.weight': [H, H], 'attention.self.value.weight': [H, H], 'attention.output.dense.weight': [H, H],
+  'intermediate.dense.weight': [FF, H], 'intermediate.dense.bias': [FF], 'output.dense.weight': [H, FF],
+};
+const shapeOf = (n: string) => shapes[n] ?? [H];
+
+const config = (family: 'bert' | 'xlm-roberta', dropout: boolean) => parseConfig({
+  model_type: family, vocab_size: 50, hidden_size: H, num_hidden_layers: 1, num_attention_heads: 3, intermediate_size: FF,
+  max_position_embeddings: 40, layer_norm_eps: family === 'bert' ? 1e-12 : 1e-5, hidden_dropout_prob: dropout ? 0.2 : 0, attention_probs_dropout_prob: dropout ? 0.3 : 0,
+});
+
+/** The second row's last two tokens padded, as encoder.ts's additiveMask. */
+const paddingMask = () => tf.tensor4d([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, FLOAT32_MIN, FLOAT32_MIN], [B, 1, 1, L]);
+
+/** Output, Σ(y·r) and its gradients for x and every parameter. */
+function layerValueAndGrads(family: 'bert' | 'xlm-roberta', padded: boolean, dropout: boolean): () => tf.Tensor[] {
+  return () => {
+    const cfg = config(family, dropout);
+    const x = rand([B, L, H], 1);
+    // LayerNorm gains near 1, everything else small and varied
+    const weights = ENCODER_LAYER_WEIGHTS.map((n, i) => (/LayerNorm\.weight$/.test(n) ? tf.add(rand(shapeOf(n), 10 + i, 0.2), 1) : rand(shapeOf(n), 10 + i, 0.5)));
+    const mask = padded ? paddingMask() : null;
+    const layer = (xx: tf.Tensor, ws: tf.Tensor[]) =>
+      encoderLayer(cfg, new Map(ENCODER_LAYER_WEIGHTS.map((n, i) => [n, ws[i]])), '', xx as tf.Tensor3D, mask, new Dropout(dropout ? 7 : undefined, 3));
+    const r = rand([B, L, H], 99);
+    const { value, grads } = tf.valueAndGrads((...args: tf.Tensor[]) => tf.sum(tf.mul(layer(args[0], args.slice(1)), r)))([x, ...weights]);
+    return [layer(x, weights), value, ...grads];
+  };
+}
+
+const tol = { atol: 5e-5, rtol: 5e-4 };
+
+describeTorch('fused encoder layer vs the composite layer', () => {
+  beforeAll(() => setFusedOps('torch', torchFusedOps));
+  afterAll(() => tf.setBackend('cpu'));
+
+  test.each([
+    ['bert', false, false],
+    ['bert', true, true],
+    ['xlm-roberta', true, false],
+    ['xlm-roberta', false, true],
+  ] as const)('%s, padding %s, dropout %s: output and the gradients of x and all 16 parameters match', async (family, padded, dropout) => {
+    const fused = await runOn('torch', layerValueAndGrads(family, padded, dropout));
+    expect(fused).toHaveLength(2 + 1 + ENCODER_LAYER_WEIGHTS.length);
+    expectSame(fused, await runOn('cpu', layerValueAndGrads(family, padded, dropout)), `${family} layer`, tol);
+  });
+
+  test('one kernel per layer each way: no linear, attention or LayerNorm kernel runs', async () => {
+    await tf.setBackend('torch');
+    const spy = jest.spyOn(tf.engine(), 'runKernel');
+    try {
+      tf.dispose(tf.tidy(layerValueAndGrads('xlm-roberta', true, false)));
+      const names = spy.mock.calls.map((c) => c[0]);
+      expect(names.filter((n) => n === 'TorchEncoderLayer')).toHaveLength(2); // valueAndGrads' forward, then the output alone
+      expect(names.filter((n) => n === 'TorchEncoderLayerGrad')).toHaveLength(1);
+      expect(names.filter((n) => /^Torch(Linear|Attention|LayerNorm|Gelu)/.test(n))).toEqual([]);
+    } finally {
+      spy.mockRestore();
+    }
+  });
+
+  test('no graph outlives its use: evaluation, a tape that never reaches the layer, and training steps leave no native handle', async () => {
+    await tf.setBackend('torch');
+    const cfg = config('xlm-roberta', true);
+    const x = tf.variable(rand([B, L, H], 1));
+    const params = new Map(ENCODER_LAYER_WEIGHTS.map((n, i) => [n, tf.variable(rand(shapeOf(n), 10 + i, 0.5))] as [string, tf.Tensor]));
+    const mask = paddingMask();
+    const layer = (seed?: number) => encoderLayer(cfg, params, '', x as tf.Tensor3D, mask, new Dropout(seed, 0));
+    const handles = () => [addon().liveHandles(), addon().encoderLayerGraphs()];
+    const step = () => {
+      const { value, grads } = tf.variableGrads(() => tf.sum(layer(5)) as tf.Scalar);
+      tf.dispose([value, ...Object.values(grads)]);
+    };
+    step();
+    const before = { handles: handles(), tensors: tf.memory().numTensors };
+    expect(before.handles[1]).toBe(0);
+    tf.dispose(tf.tidy(() => layer())); // evaluation: no tape
+    expect(handles()).toEqual(before.handles);
+    // on a tape, but the loss does not depend on the layer: its backward never runs
+    const { value, grads } = tf.variableGrads(() => {
+      layer(5);
+      return tf.sum(tf.square(x)) as tf.Scalar;
+    });
+    tf.dispose([value, ...Object.values(grads)]);
+    expect(handles()).toEqual(before.handles);
+    for (let i = 0; i < 3; i++) step();
+    expect(handles()).toEqual(before.handles);
+    expect(tf.memory().numTensors).toBe(before.tensors);
+    tf.dispose([x, mask, ...params.values()]);
+  });
+});

@@ -145,13 +145,18 @@ struct LayerOptions {
   int64_t dnnlMinRows; // 0: at::linear
 };
 
-// The layer: w holds the 16 parameters in src/backend/ops.ts's ENCODER_LAYER_WEIGHTS order.
-at::Tensor LayerForward(const at::Tensor& x, const std::vector<at::Tensor>& w, const at::Tensor& mask,
-                        const at::Tensor& dropProbs, const at::Tensor& dropAttn, const at::Tensor& dropFfn, const LayerOptions& o) {
-  const auto low = [&](const at::Tensor& t) { return o.bf16 ? t.to(at::kBFloat16) : t; };
-  const auto linear = [&](const at::Tensor& in, int i) {
-    if (!o.bf16 && o.dnnlMinRows > 0) return LinearFn::apply(in, w[i], w[i + 1], o.dnnlMinRows);
-    return at::linear(low(in), low(w[i]), low(w[i + 1]));
+// One batch's extra inputs: additive mask and dropout keep masks (each may be undefined).
+struct BatchInputs {
+  at::Tensor x, mask, dropProbs, dropAttn, dropFfn;
+};
+
+// The layer for one batch: w holds the 16 parameters in src/backend/ops.ts's ENCODER_LAYER_WEIGHTS order,
+// `lw` the linear layers' weights and biases as the GEMMs take them (bf16 copies under autocast).
+at::Tensor LayerForward(const BatchInputs& in, const std::vector<at::Tensor>& w, const std::vector<at::Tensor>& lw, const LayerOptions& o) {
+  const at::Tensor &x = in.x, &mask = in.mask, &dropProbs = in.dropProbs, &dropAttn = in.dropAttn, &dropFfn = in.dropFfn;
+  const auto linear = [&](const at::Tensor& t, int i) {
+    if (!o.bf16 && o.dnnlMinRows > 0) return LinearFn::apply(t, lw[i], lw[i + 1], o.dnnlMinRows);
+    return at::linear(o.bf16 ? t.to(at::kBFloat16) : t, lw[i], lw[i + 1]);
   };
   const auto dropout = [](const at::Tensor& t, const at::Tensor& keep) { return keep.defined() ? t * keep : t; };
   const at::Tensor q = linear(x, 0), k = linear(x, 2), v = linear(x, 4);
@@ -175,72 +180,97 @@ at::Tensor LayerForward(const at::Tensor& x, const std::vector<at::Tensor>& w, c
   return at::layer_norm(dropout(linear(act, 12), dropFfn) + h, hidden, w[14], w[15], o.eps);
 }
 
-// The graph of one forward: its output (with grad_fn) and the leaves it differentiates against. The
+// The linear layers' parameters as the GEMMs take them: under autocast bf16 copies, made once per call (the
+// cast is part of the graph, so their gradients reach the float32 parameters); LayerNorm's stay float32.
+std::vector<at::Tensor> GemmWeights(const std::vector<at::Tensor>& w, const LayerOptions& o) {
+  std::vector<at::Tensor> lw(w);
+  if (o.bf16) {
+    for (int i : {0, 1, 2, 3, 4, 5, 6, 7, 10, 11, 12, 13}) lw[i] = w[i].to(at::kBFloat16);
+  }
+  return lw;
+}
+
+// The graph of one forward: its outputs (with grad_fn) and the leaves it differentiates against. The
 // context tensor's memory is `token`; its deleter deletes the Graph.
 struct Graph {
   int32_t token = 0;
-  at::Tensor y;
-  std::vector<at::Tensor> leaves;  // x, then the 16 parameters
+  std::vector<at::Tensor> ys;
+  std::vector<at::Tensor> leaves;  // the batches' inputs, then the 16 parameters
 };
 std::mutex g_graphsMu;  // the deleter may run on whichever thread frees the last reference
 std::unordered_set<Graph*> g_graphs;
 
-const at::Tensor* Optional(Napi::Env env, const Napi::Value& v) {
-  return v.IsNull() || v.IsUndefined() ? nullptr : &Lookup(env, v);
+at::Tensor OptionalAt(Napi::Env env, const Napi::Array& a, uint32_t i) {
+  if (i >= a.Length()) return at::Tensor();
+  const Napi::Value v = a.Get(i);
+  return v.IsNull() || v.IsUndefined() ? at::Tensor() : Lookup(env, v);
 }
 
-// encoderLayerForward(x, weights[16], mask?, dropProbs?, dropAttn?, dropFfn?, {eps, heads, activation, bf16,
-// dnnlMinRows, train}) -> [y, context] when train, else y alone (computed without autograd).
+// encoderLayerForward(xs[], weights[16], masks[], dropProbs[], dropAttention[], dropFfn[], {eps, heads,
+// activation, bf16, dnnlMinRows, train}): several batches through the same layer (entries of the optional
+// arrays are null or absent where a batch has none) -> [context, ...ys] when train, else ys (computed without
+// autograd). The parameters' gradients of all batches are summed inside the backward.
 Napi::Value EncoderLayerForward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   try {
-    Napi::Array wa = info[1].As<Napi::Array>();
+    Napi::Array xa = info[0].As<Napi::Array>(), wa = info[1].As<Napi::Array>();
     if (wa.Length() != kWeights) throw Napi::Error::New(env, "encoderLayerForward: expected 16 weights");
     Napi::Object oo = info[6].As<Napi::Object>();
     const LayerOptions o{oo.Get("eps").As<Napi::Number>().DoubleValue(), oo.Get("heads").As<Napi::Number>().Int64Value(),
                          oo.Get("activation").As<Napi::Number>().Int64Value(), oo.Get("bf16").ToBoolean().Value(),
                          oo.Get("dnnlMinRows").As<Napi::Number>().Int64Value()};
     const bool train = oo.Get("train").ToBoolean().Value();
-    const at::Tensor& x = Lookup(env, info[0]);
-    if (x.dim() != 3 || x.size(2) % o.heads != 0) throw Napi::Error::New(env, "encoderLayerForward: x must be [B, L, hidden] with hidden divisible by heads");
+    std::vector<BatchInputs> batches;
+    for (uint32_t i = 0; i < xa.Length(); ++i) {
+      BatchInputs in{Lookup(env, xa.Get(i)), OptionalAt(env, info[2].As<Napi::Array>(), i), OptionalAt(env, info[3].As<Napi::Array>(), i),
+                     OptionalAt(env, info[4].As<Napi::Array>(), i), OptionalAt(env, info[5].As<Napi::Array>(), i)};
+      if (in.x.dim() != 3 || in.x.size(2) % o.heads != 0) throw Napi::Error::New(env, "encoderLayerForward: x must be [B, L, hidden] with hidden divisible by heads");
+      batches.push_back(std::move(in));
+    }
     std::vector<at::Tensor> w;
     for (uint32_t i = 0; i < kWeights; ++i) w.push_back(Lookup(env, wa.Get(i)));
-    at::Tensor extra[4];
-    for (int i = 0; i < 4; ++i) {
-      if (const at::Tensor* t = Optional(env, info[2 + i])) extra[i] = *t;
-    }
+    std::vector<at::Tensor> ys;
+    std::unique_ptr<Graph> graph;
     if (!train) {
       c10::InferenceMode guard;
-      return Napi::Number::New(env, Store(LayerForward(x, w, extra[0], extra[1], extra[2], extra[3], o)));
-    }
-    auto graph = std::make_unique<Graph>();
-    graph->leaves.push_back(Alias(x).requires_grad_(true));
-    for (const at::Tensor& t : w) graph->leaves.push_back(Alias(t).requires_grad_(true));
-    for (at::Tensor& t : extra) {
-      if (t.defined()) t = Alias(t);
-    }
-    const std::vector<at::Tensor> wl(graph->leaves.begin() + 1, graph->leaves.end());
-    at::Tensor y;
-    {
+      const std::vector<at::Tensor> lw = GemmWeights(w, o);
+      for (const BatchInputs& in : batches) ys.push_back(LayerForward(in, w, lw, o));
+    } else {
+      graph = std::make_unique<Graph>();
+      for (BatchInputs& in : batches) {
+        in.x = Alias(in.x).requires_grad_(true);
+        graph->leaves.push_back(in.x);
+        for (at::Tensor* t : {&in.mask, &in.dropProbs, &in.dropAttn, &in.dropFfn}) {
+          if (t->defined()) *t = Alias(*t);
+        }
+      }
+      for (at::Tensor& t : w) {
+        t = Alias(t).requires_grad_(true);
+        graph->leaves.push_back(t);
+      }
       at::AutoGradMode grad(true);
-      y = LayerForward(graph->leaves[0], wl, extra[0], extra[1], extra[2], extra[3], o);
+      const std::vector<at::Tensor> lw = GemmWeights(w, o);
+      for (const BatchInputs& in : batches) graph->ys.push_back(LayerForward(in, w, lw, o));
+      for (const at::Tensor& y : graph->ys) ys.push_back(y.detach());  // TF.js's tensors must not hold the graph
     }
-    graph->y = y;
-    Graph* g = graph.release();
-    {
-      std::lock_guard<std::mutex> lock(g_graphsMu);
-      g_graphs.insert(g);
-    }
-    at::Tensor context = at::from_blob(&g->token, {1}, [g](void*) {
+    Napi::Array out = Napi::Array::New(env, ys.size() + (train ? 1 : 0));
+    uint32_t k = 0;
+    if (train) {
+      Graph* g = graph.release();
       {
         std::lock_guard<std::mutex> lock(g_graphsMu);
-        g_graphs.erase(g);
+        g_graphs.insert(g);
       }
-      delete g;
-    }, at::TensorOptions().dtype(at::kInt));
-    Napi::Array out = Napi::Array::New(env, 2);
-    out.Set(0u, Napi::Number::New(env, Store(y.detach())));  // detached: TF.js's tensor must not hold the graph
-    out.Set(1u, Napi::Number::New(env, Store(std::move(context))));
+      at::Tensor context = at::from_blob(&g->token, {1}, [g](void*) {
+        {
+          std::lock_guard<std::mutex> lock(g_graphsMu);
+          g_graphs.erase(g);
+        }
+        delete g;
+      }, at::TensorOptions().dtype(at::kInt));
+      out.Set(k++, Napi::Number::New(env, Store(std::move(context))));
+    }
+    for (at::Tensor& y : ys) out.Set(k++, Napi::Number::New(env, Store(std::move(y))));
     return out;
   } catch (const Napi::Error&) {
     throw;
@@ -249,7 +279,7 @@ Napi::Value EncoderLayerForward(const Napi::CallbackInfo& info) {
   }
 }
 
-// encoderLayerBackward(context, dy) -> [dx, dW...16]; the graph's saved tensors are freed on the way.
+// encoderLayerBackward(context, dys[]) -> [...dxs, ...dW (16)]; the graph's saved tensors are freed on the way.
 Napi::Value EncoderLayerBackward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   try {
@@ -259,14 +289,17 @@ Napi::Value EncoderLayerBackward(const Napi::CallbackInfo& info) {
       std::lock_guard<std::mutex> lock(g_graphsMu);
       if (!g_graphs.count(g)) throw Napi::Error::New(env, "encoderLayerBackward: not an encoder layer's context");
     }
-    if (!g->y.defined()) throw Napi::Error::New(env, "encoderLayerBackward: this layer's backward already ran");
-    const at::Tensor dy = Alias(Lookup(env, info[1]));
+    if (g->ys.empty()) throw Napi::Error::New(env, "encoderLayerBackward: this layer's backward already ran");
+    Napi::Array da = info[1].As<Napi::Array>();
+    if (da.Length() != g->ys.size()) throw Napi::Error::New(env, "encoderLayerBackward: one gradient per output expected");
+    std::vector<at::Tensor> dys;
+    for (uint32_t i = 0; i < da.Length(); ++i) dys.push_back(Alias(Lookup(env, da.Get(i))).to(g->ys[i].scalar_type()));
     variable_list grads;
     {
       at::AutoGradMode grad(true);
-      grads = torch::autograd::grad({g->y}, g->leaves, {dy.to(g->y.scalar_type())}, /*retain_graph=*/false, /*create_graph=*/false, /*allow_unused=*/false);
+      grads = torch::autograd::grad(g->ys, g->leaves, dys, /*retain_graph=*/false, /*create_graph=*/false, /*allow_unused=*/false);
     }
-    g->y.reset();
+    g->ys.clear();
     g->leaves.clear();
     Napi::Array out = Napi::Array::New(env, grads.size());
     for (size_t i = 0; i < grads.size(); ++i) out.Set(static_cast<uint32_t>(i), Napi::Number::New(env, Store(grads[i])));

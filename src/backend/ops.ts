@@ -22,9 +22,10 @@ export interface Ops {
   attention?(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, mask: tf.Tensor | null, scale: number, heads: number): tf.Tensor;
   /**
    * A whole BERT / XLM-R encoder layer (self-attention, output projection, residual LayerNorm, FFN, residual
-   * LayerNorm) as one node each way, for x [B, L, hidden]; absent = composite (src/model/encoder.ts).
+   * LayerNorm) as one node each way, for one or more batches xs[i] [Bᵢ, Lᵢ, hidden] with their masks and
+   * dropout masks (the parameters' gradients of all batches summed inside); absent = composite (src/model/encoder.ts).
    */
-  encoderLayer?(x: tf.Tensor3D, weights: EncoderLayerWeights, mask: tf.Tensor | null, dropout: EncoderLayerDropout, attrs: EncoderLayerAttrs): tf.Tensor3D;
+  encoderLayer?(xs: tf.Tensor3D[], weights: EncoderLayerWeights, masks: (tf.Tensor | null)[], dropout: EncoderLayerDropout[], attrs: EncoderLayerAttrs): tf.Tensor3D[];
   /** −log softmax(logits)[target] per row in one kernel; absent = composite. */
   softmaxCrossEntropy?(logits: tf.Tensor2D, targets: tf.Tensor1D): tf.Tensor1D;
   /** −log softmax(x·Wᵀ + b)[target] per row (targets in range), the logits never kept; absent = composite. */

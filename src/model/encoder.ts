@@ -180,28 +180,41 @@ export function ffnBlock(cfg: EncoderConfig, params: Params, prefix: string, x: 
 }
 
 /**
- * One encoder layer (attention block, then FFN block): one fused op each way where the backend has one
- * (torch), else the composite blocks above. Both draw the same dropout masks in the same order.
+ * One encoder layer (attention block, then FFN block) over one or more batches: where the backend has a fused
+ * layer (torch) one op each way for all of them, else the composite blocks per batch. Both draw the same
+ * dropout masks in the same order.
  */
-export function encoderLayer(cfg: EncoderConfig, params: Params, prefix: string, x: tf.Tensor3D, mask: tf.Tensor | null, drop: Dropout): tf.Tensor3D {
+export function encoderLayer(cfg: EncoderConfig, params: Params, prefix: string, xs: tf.Tensor3D[], masks: (tf.Tensor | null)[], drops: Dropout[]): tf.Tensor3D[] {
   const fused = ops().encoderLayer;
-  if (!fused) return ffnBlock(cfg, params, prefix, attentionBlock(cfg, params, prefix, x, x, mask, drop), drop);
+  if (!fused) return xs.map((x, i) => ffnBlock(cfg, params, prefix, attentionBlock(cfg, params, prefix, x, x, masks[i], drops[i]), drops[i]));
   return tf.tidy(() => {
-    const [b, l] = x.shape;
     const weights = Object.fromEntries(ENCODER_LAYER_WEIGHTS.map((n) => [n, param(params, prefix + n)])) as EncoderLayerWeights;
-    const dropout = { probs: drop.mask([b, cfg.heads, l, l], cfg.attentionDropout), attention: drop.mask(x.shape, cfg.hiddenDropout), ffn: drop.mask(x.shape, cfg.hiddenDropout) };
-    return fused(x, weights, mask, dropout, { eps: cfg.layerNormEps, heads: cfg.heads, activation: cfg.activation });
+    const dropout = xs.map((x, i) => ({
+      probs: drops[i].mask([x.shape[0], cfg.heads, x.shape[1], x.shape[1]], cfg.attentionDropout),
+      attention: drops[i].mask(x.shape, cfg.hiddenDropout),
+      ffn: drops[i].mask(x.shape, cfg.hiddenDropout),
+    }));
+    return fused(xs, weights, masks, dropout, { eps: cfg.layerNormEps, heads: cfg.heads, activation: cfg.activation });
+  });
+}
+
+/**
+ * last_hidden_state [B, L, hidden] of each batch, the batches taken through each layer together (on torch one
+ * op per layer for all of them, whose parameter gradients are summed natively). The batches share a prefix.
+ */
+export function encoderForwardMany(cfg: EncoderConfig, params: Params, batches: TokenBatch[], opts: ForwardOptions[]): tf.Tensor3D[] {
+  const prefix = opts[0]?.prefix ?? '';
+  if (opts.some((o) => (o.prefix ?? '') !== prefix)) throw new Error('encoderForwardMany: the batches must share a parameter prefix');
+  return tf.tidy(() => {
+    const drops = batches.map((_, i) => new Dropout(opts[i]?.dropoutSeed, opts[i]?.dropoutRowOffset));
+    const masks = batches.map(additiveMask);
+    let xs = batches.map((b, i) => embeddings(cfg, params, { ids: b }, opts[i] ?? {}, drops[i]));
+    for (let i = 0; i < cfg.layers; i++) xs = encoderLayer(cfg, params, `${prefix}encoder.layer.${i}.`, xs, masks, drops);
+    return xs;
   });
 }
 
 /** last_hidden_state [B, L, hidden] of the encoder. */
 export function encoderForward(cfg: EncoderConfig, params: Params, b: TokenBatch, opts: ForwardOptions = {}): tf.Tensor3D {
-  return tf.tidy(() => {
-    const drop = new Dropout(opts.dropoutSeed, opts.dropoutRowOffset);
-    const prefix = opts.prefix ?? '';
-    const mask = additiveMask(b);
-    let x = embeddings(cfg, params, { ids: b }, opts, drop);
-    for (let i = 0; i < cfg.layers; i++) x = encoderLayer(cfg, params, `${prefix}encoder.layer.${i}.`, x, mask, drop);
-    return x;
-  });
+  return encoderForwardMany(cfg, params, [b], [opts])[0];
 }

@@ -170,33 +170,41 @@ export function linearCrossEntropy(x: tf.Tensor2D, weight: tf.Tensor2D, bias: tf
   return fused(x, weight, bias, targets) as tf.Tensor1D;
 }
 
+/** Whether kernels run now are recorded for gradients (TF.js's own test: a tape, outside another kernel). */
+const taping = (): boolean => tf.engine().state.gradientDepth > 0 && tf.engine().state.kernelDepth === 0;
+
 /**
- * A whole encoder layer (kernels/layer.ts): one node on the tape, whose one saved tensor is the context that
- * owns the layer's libtorch graph. Without a gradient tape (evaluation, encoding) the layer runs without
- * autograd and keeps nothing. Dropout masks are constants of the op (no gradient flows to them).
+ * A whole encoder layer over one or more batches (kernels/layer.ts): one node on the tape, whose one saved
+ * tensor is the context output that owns the layer's libtorch graph. Without a tape (evaluation, encoding) the
+ * layer runs without autograd and keeps nothing. Masks and dropout masks are constants (no gradient).
  */
-export function encoderLayer(x: tf.Tensor3D, weights: EncoderLayerWeights, mask: tf.Tensor | null, dropout: EncoderLayerDropout, attrs: EncoderLayerAttrs): tf.Tensor3D {
-  const constants: Record<string, tf.Tensor> = {};
-  if (mask) constants.mask = mask;
-  if (dropout.probs) constants.dropProbs = dropout.probs;
-  if (dropout.attention) constants.dropAttention = dropout.attention;
-  if (dropout.ffn) constants.dropFfn = dropout.ffn;
-  const run = (xx: tf.Tensor, ws: tf.Tensor[], train: boolean) =>
-    tf.engine().runKernel('TorchEncoderLayer', { x: xx, ...Object.fromEntries(ENCODER_LAYER_WEIGHTS.map((n, i) => [n, ws[i]])), ...constants }, { ...attrs, train } as never);
-  const ordered = ENCODER_LAYER_WEIGHTS.map((n) => weights[n]);
-  if (tf.engine().state.gradientDepth === 0) return run(x, ordered, false) as tf.Tensor3D;
-  const fused = tf.customGrad(((...args: unknown[]) => {
-    const save = args.pop() as tf.GradSaveFunc;
-    const [xx, ...ws] = args as tf.Tensor[];
-    const [y, context] = run(xx, ws, true) as tf.Tensor[];
-    save([context]);
-    return {
-      value: y,
-      gradFunc: freeing((dy, [sc]) => tf.engine().runKernel('TorchEncoderLayerGrad', { dy, context: sc }, {}) as tf.Tensor[]),
-    };
-  }) as unknown as CustomGradientFunc) as (...args: tf.Tensor[]) => tf.Tensor;
-  return fused(x, ...ordered) as tf.Tensor3D;
+export function encoderLayer(xs: tf.Tensor3D[], weights: EncoderLayerWeights, masks: (tf.Tensor | null)[], dropout: EncoderLayerDropout[], attrs: EncoderLayerAttrs): tf.Tensor3D[] {
+  const inputs: Record<string, tf.Tensor> = {};
+  xs.forEach((x, i) => {
+    inputs[`x${i}`] = x;
+    const extra = { mask: masks[i], dropProbs: dropout[i]?.probs, dropAttention: dropout[i]?.attention, dropFfn: dropout[i]?.ffn };
+    for (const [name, t] of Object.entries(extra)) if (t) inputs[name + i] = t;
+  });
+  for (const n of ENCODER_LAYER_WEIGHTS) inputs[n] = weights[n];
+  const train = taping();
+  const outs = tf.engine().runKernel('TorchEncoderLayer', inputs, { ...attrs, batches: xs.length, train } as never) as tf.Tensor3D[];
+  if (!train) return outs;
+  outs[0].dispose(); // the context: the tape keeps its own reference (outputsToSave)
+  return outs.slice(1);
 }
+
+tf.registerGradient({
+  kernelName: 'TorchEncoderLayer',
+  outputsToSave: [true],
+  gradFunc: (dys, saved, attrs) => {
+    const [dContext, ...dy] = dys as tf.Tensor[];
+    const { batches } = attrs as unknown as { batches: number };
+    const grads = tf.engine().runKernel('TorchEncoderLayerGrad', { context: saved[0], ...Object.fromEntries(dy.map((t, i) => [`dy${i}`, t])) }, { batches }) as tf.Tensor[];
+    // as `freeing`: the context (and with it the graph) and the output gradients go now, not at the pass's end
+    tf.dispose([dContext, ...dy, ...saved]);
+    return Object.fromEntries(grads.map((g, i) => [i < batches ? `x${i}` : ENCODER_LAYER_WEIGHTS[i - batches], () => g]));
+  },
+});
 
 /** AdamW in place (kernels/fused.ts `TorchAdamW`). */
 function adamw(param: tf.Tensor, m: tf.Tensor, v: tf.Tensor, grad: tf.Tensor, attrs: AdamWAttrs): [tf.Tensor, tf.Tensor, tf.Tensor] {

@@ -36,11 +36,27 @@ function layerValueAndGrads(family: 'bert' | 'xlm-roberta', padded: boolean, dro
     const weights = ENCODER_LAYER_WEIGHTS.map((n, i) => (/LayerNorm\.weight$/.test(n) ? tf.add(rand(shapeOf(n), 10 + i, 0.2), 1) : rand(shapeOf(n), 10 + i, 0.5)));
     const mask = padded ? paddingMask() : null;
     const layer = (xx: tf.Tensor, ws: tf.Tensor[]) =>
-      encoderLayer(cfg, new Map(ENCODER_LAYER_WEIGHTS.map((n, i) => [n, ws[i]])), '', xx as tf.Tensor3D, mask, new Dropout(dropout ? 7 : undefined, 3));
+      encoderLayer(cfg, new Map(ENCODER_LAYER_WEIGHTS.map((n, i) => [n, ws[i]])), '', [xx as tf.Tensor3D], [mask], [new Dropout(dropout ? 7 : undefined, 3)])[0];
     const r = rand([B, L, H], 99);
     const { value, grads } = tf.valueAndGrads((...args: tf.Tensor[]) => tf.sum(tf.mul(layer(args[0], args.slice(1)), r)))([x, ...weights]);
     return [layer(x, weights), value, ...grads];
   };
+}
+
+/** Two batches of different lengths through one layer op (queries and passages), the second padded. */
+function twoBatchValueAndGrads(): tf.Tensor[] {
+  const cfg = config('xlm-roberta', true);
+  const xs = [rand([B, L, H], 1), rand([3, 4, H], 2)];
+  const weights = ENCODER_LAYER_WEIGHTS.map((n, i) => rand(shapeOf(n), 10 + i, 0.5));
+  const masks = [null, tf.tensor4d([0, 0, 0, 0, 0, 0, 0, FLOAT32_MIN, 0, 0, FLOAT32_MIN, FLOAT32_MIN], [3, 1, 1, 4])];
+  const layer = (ins: tf.Tensor[], ws: tf.Tensor[]) =>
+    encoderLayer(cfg, new Map(ENCODER_LAYER_WEIGHTS.map((n, i) => [n, ws[i]])), '', ins as tf.Tensor3D[], masks, [new Dropout(7, 0), new Dropout(8, 2)]);
+  const rs = [rand([B, L, H], 98), rand([3, 4, H], 99)];
+  const { value, grads } = tf.valueAndGrads((...args: tf.Tensor[]) => {
+    const ys = layer(args.slice(0, 2), args.slice(2));
+    return tf.add(tf.sum(tf.mul(ys[0], rs[0])), tf.sum(tf.mul(ys[1], rs[1])));
+  })([...xs, ...weights]);
+  return [...layer(xs, weights), value, ...grads];
 }
 
 const tol = { atol: 5e-5, rtol: 5e-4 };
@@ -58,6 +74,12 @@ describeTorch('fused encoder layer vs the composite layer', () => {
     const fused = await runOn('torch', layerValueAndGrads(family, padded, dropout));
     expect(fused).toHaveLength(2 + 1 + ENCODER_LAYER_WEIGHTS.length);
     expectSame(fused, await runOn('cpu', layerValueAndGrads(family, padded, dropout)), `${family} layer`, tol);
+  });
+
+  test('two batches of different lengths in one op: outputs, input gradients and the summed parameter gradients match', async () => {
+    const fused = await runOn('torch', twoBatchValueAndGrads);
+    expect(fused).toHaveLength(2 + 1 + 2 + ENCODER_LAYER_WEIGHTS.length);
+    expectSame(fused, await runOn('cpu', twoBatchValueAndGrads), 'two batches', tol);
   });
 
   test('one kernel per layer each way: no linear, attention or LayerNorm kernel runs', async () => {
@@ -80,7 +102,7 @@ describeTorch('fused encoder layer vs the composite layer', () => {
     const x = tf.variable(rand([B, L, H], 1));
     const params = new Map(ENCODER_LAYER_WEIGHTS.map((n, i) => [n, tf.variable(rand(shapeOf(n), 10 + i, 0.5))] as [string, tf.Tensor]));
     const mask = paddingMask();
-    const layer = (seed?: number) => encoderLayer(cfg, params, '', x as tf.Tensor3D, mask, new Dropout(seed, 0));
+    const layer = (seed?: number) => encoderLayer(cfg, params, '', [x as tf.Tensor3D], [mask], [new Dropout(seed, 0)])[0];
     const handles = () => [addon().liveHandles(), addon().encoderLayerGraphs()];
     const step = () => {
       const { value, grads } = tf.variableGrads(() => tf.sum(layer(5)) as tf.Scalar);

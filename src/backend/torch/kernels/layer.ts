@@ -11,24 +11,24 @@ import { DNNL_MIN_ROWS } from './fused';
 
 const ACTIVATIONS: Record<string, number> = { gelu: 0, gelu_tanh: 1, relu: 2 };
 
-// Inputs: x [B, L, hidden], the 16 weights by name, optional `mask`, `dropProbs`, `dropAttention`, `dropFfn`.
-// `train`: also return the context (int32 [1]) that the backward takes; else the layer runs without autograd.
-kernel('TorchEncoderLayer', (inputs, b, { eps, heads, activation, train }) => {
-  const opt = (name: string) => (inputs[name] ? b.h(inputs[name]) : null);
+// Inputs: x0, x1, ... [Bᵢ, Lᵢ, hidden] (attrs.batches of them), the 16 weights by name, and per batch the
+// optional mask<i>, dropProbs<i>, dropAttention<i>, dropFfn<i>. Outputs [context, y0, y1, ...] with `train`
+// (the context, int32 [1], is what the backward takes), else [y0, y1, ...] from a forward without autograd.
+kernel('TorchEncoderLayer', (inputs, b, { eps, heads, activation, batches, train }) => {
+  const per = (name: string) => Array.from({ length: batches }, (_, i) => (inputs[name + i] ? b.h(inputs[name + i]) : null));
   const o = {
     eps, heads, activation: ACTIVATIONS[activation], train,
     // under autocast the GEMMs take bf16 inputs (float32 copies of bf16 inputs come from the registry)
     bf16: b.autocast,
     dnnlMinRows: b.device === 'cpu' && !b.autocast ? DNNL_MIN_ROWS : 0,
   };
+  const xs = per('x') as Handle[];
   const weights = ENCODER_LAYER_WEIGHTS.map((n) => b.h(inputs[n]));
-  const r = addon().encoderLayerForward(b.h(inputs.x), weights, opt('mask'), opt('dropProbs'), opt('dropAttention'), opt('dropFfn'), o);
-  if (!train) return b.out(r as Handle, 'float32');
-  const [y, context] = r as [Handle, Handle];
-  return [b.out(y, 'float32'), b.out(context, 'int32')];
+  const outs = addon().encoderLayerForward(xs, weights, per('mask'), per('dropProbs'), per('dropAttention'), per('dropFfn'), o);
+  return outs.map((h, i) => b.out(h, train && i === 0 ? 'int32' : 'float32'));
 });
 
-// [dx, ...the 16 weights' gradients]
-kernel('TorchEncoderLayerGrad', ({ dy, context }, b) =>
-  addon().encoderLayerBackward(b.h(context), b.h(dy)).map((h) => b.out(h, 'float32')),
+// [dx0, dx1, ..., then the 16 weights' gradients]; dys: one per output y.
+kernel('TorchEncoderLayerGrad', (inputs, b, { batches }) =>
+  addon().encoderLayerBackward(b.h(inputs.context), Array.from({ length: batches }, (_, i) => b.h(inputs['dy' + i]))).map((h) => b.out(h, 'float32')),
 );

@@ -7,6 +7,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { addon } from '../../../src/backend/torch/addon';
 import { torchFusedOps } from '../../../src/backend/torch/fused';
+import { setBf16Autocast } from '../../../src/backend';
 import { ENCODER_LAYER_WEIGHTS, FLOAT32_MIN, setFusedOps } from '../../../src/backend/ops';
 import { parseConfig } from '../../../src/model/config';
 import { Dropout, encoderLayer } from '../../../src/model/encoder';
@@ -80,6 +81,28 @@ describeTorch('fused encoder layer vs the composite layer', () => {
     const fused = await runOn('torch', twoBatchValueAndGrads);
     expect(fused).toHaveLength(2 + 1 + 2 + ENCODER_LAYER_WEIGHTS.length);
     expectSame(fused, await runOn('cpu', twoBatchValueAndGrads), 'two batches', tol);
+  });
+
+  test('under bf16 autocast the layer runs its GEMMs in bf16: output and gradients near float32\'s, not equal, gradients float32', async () => {
+    const run = async (bf16: boolean) => {
+      await tf.setBackend('torch');
+      setBf16Autocast(bf16);
+      try {
+        return await runOn('torch', layerValueAndGrads('xlm-roberta', true, false));
+      } finally {
+        setBf16Autocast(false);
+      }
+    };
+    const [low, full] = [await run(true), await run(false)];
+    expect(low.map((r) => r.dtype)).toEqual(full.map((r) => r.dtype));
+    const relErr = (i: number) => {
+      const num = low[i].values.reduce((a, v, j) => a + (v - full[i].values[j]) ** 2, 0);
+      return Math.sqrt(num / full[i].values.reduce((a, v) => a + v * v, 0));
+    };
+    // [y, value, dx, ...weights]: the key bias's gradient is 0 up to rounding (softmax ignores a shift per row)
+    const keyBias = 3 + ENCODER_LAYER_WEIGHTS.indexOf('attention.self.key.bias');
+    for (let i = 0; i < full.length; i++) if (i !== keyBias) expect(relErr(i)).toBeLessThan(0.05);
+    expect(relErr(0)).toBeGreaterThan(1e-5); // bf16 products round: float32 would agree to ~1e-7
   });
 
   test('one kernel per layer each way: no linear, attention or LayerNorm kernel runs', async () => {

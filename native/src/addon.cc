@@ -642,6 +642,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   m3::RegisterAdamw(env, exports);
   m3::RegisterGemm(env, exports);
   m3::RegisterLayer(env, exports);
+  m3::RegisterRecord(env, exports);
   return exports;
 }
 

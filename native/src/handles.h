@@ -1,5 +1,5 @@
 // What the addon's translation units share: the tensor handle table (addon.cc) and the C++ → JS error
-// conversion. dist.cc (the c10d collectives), adamw.cc, gemm.cc and layer.cc register their exports through Register*.
+// conversion. dist.cc (the c10d collectives), adamw.cc, gemm.cc, layer.cc and record.cc register their exports through Register*.
 #pragma once
 
 #include <napi.h>
@@ -36,5 +36,7 @@ at::Tensor DnnlGemm(const at::Tensor& a, const at::Tensor& b, bool ta, bool tb, 
 int SetBlasThreads(int n);
 // Adds `encoderLayerForward` / `encoderLayerBackward` (layer.cc): a whole encoder layer under libtorch's autograd.
 void RegisterLayer(Napi::Env env, Napi::Object exports);
+// Adds `recordOps` (record.cc): the ATen operators run between two calls, with their input dtypes.
+void RegisterRecord(Napi::Env env, Napi::Object exports);
 
 }  // namespace m3

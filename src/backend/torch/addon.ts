@@ -45,6 +45,13 @@ export interface TorchAddon {
     o: { eps: number; heads: number; activation: number; bf16: boolean; dnnlMinRows: number; train: boolean }): number[];
   /** [...dxs, ...16 weight gradients] of the layer whose context this is, given one dy per output; frees its graph. */
   encoderLayerBackward(context: number, dys: number[]): number[];
+  /**
+   * recordOps(true) starts recording every ATen operator the process runs (libtorch's RecordFunction: native
+   * code and the autograd engine included); recordOps(false) stops and returns [name, ...input dtype codes]
+   * per call (-1 for a non-tensor input), e.g. ['aten::mm', 15, 15].
+   */
+  recordOps(start: true): void;
+  recordOps(start: false): [string, ...number[]][];
   /** How many encoder layer graphs are alive (each until its backward ran or its context was freed). */
   encoderLayerGraphs(): number;
   /** Sets OpenBLAS's thread count, returning the one before (0, and nothing set, when the BLAS is another). */

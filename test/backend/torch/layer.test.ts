@@ -83,17 +83,28 @@ describeTorch('fused encoder layer vs the composite layer', () => {
     expectSame(fused, await runOn('cpu', twoBatchValueAndGrads), 'two batches', tol);
   });
 
-  test('under bf16 autocast the layer runs its GEMMs in bf16: output and gradients near float32\'s, not equal, gradients float32', async () => {
+  test('under bf16 autocast every GEMM of the layer, forward and backward, takes bf16: output and gradients near float32\'s, gradients float32', async () => {
+    const gemms = new Map<boolean, [string, ...number[]][]>();
     const run = async (bf16: boolean) => {
       await tf.setBackend('torch');
       setBf16Autocast(bf16);
+      addon().recordOps(true);
       try {
         return await runOn('torch', layerValueAndGrads('xlm-roberta', true, false));
       } finally {
+        gemms.set(bf16, addon().recordOps(false).filter(([name]) => /^aten::(mm|addmm|bmm|baddbmm|matmul|linear)$/.test(name)));
         setBf16Autocast(false);
       }
     };
     const [low, full] = [await run(true), await run(false)];
+    const { bfloat16, float32 } = addon().dtypeCodes;
+    // forward: 6 linear layers and 2 attention products; backward: 2 per linear layer and 4 for attention
+    for (const bf16 of [true, false]) {
+      const calls = gemms.get(bf16)!;
+      expect(calls.filter(([n]) => n === 'aten::bmm').length).toBeGreaterThanOrEqual(6);
+      expect(calls.filter(([n]) => n !== 'aten::bmm').length).toBeGreaterThanOrEqual(18);
+      for (const [name, ...dtypes] of calls) expect([name, ...dtypes.filter((d) => d >= 0)]).toEqual([name, ...dtypes.filter((d) => d >= 0).map(() => (bf16 ? bfloat16 : float32))]);
+    }
     expect(low.map((r) => r.dtype)).toEqual(full.map((r) => r.dtype));
     const relErr = (i: number) => {
       const num = low[i].values.reduce((a, v, j) => a + (v - full[i].values[j]) ** 2, 0);

@@ -4,7 +4,7 @@
   "targets": [
     {
       "target_name": "m3_torch",
-      "sources": ["src/addon.cc", "src/dist.cc", "src/adamw.cc", "src/gemm.cc"],
+      "sources": ["src/addon.cc", "src/dist.cc", "src/adamw.cc", "src/gemm.cc", "src/layer.cc"],
       "include_dirs": ["<!@(node locate-libtorch.js include)"],
       "defines": ["<!@(node locate-libtorch.js defines)"],
       "cflags!": ["-fno-exceptions"],

@@ -18,7 +18,7 @@ const { locate, buildFlags } = require('./locate-libtorch');
 const here = __dirname;
 const release = path.join(here, 'build', 'Release');
 const output = path.join(release, 'm3_torch.node');
-const SOURCES = ['src/addon.cc', 'src/dist.cc', 'src/adamw.cc', 'src/gemm.cc'];
+const SOURCES = ['src/addon.cc', 'src/dist.cc', 'src/adamw.cc', 'src/gemm.cc', 'src/layer.cc'];
 
 function say(line) {
   process.stdout.write(`m3 torch addon: ${line}\n`);

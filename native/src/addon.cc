@@ -81,6 +81,17 @@ const at::Tensor& Lookup(Napi::Env env, const Napi::Value& v) {
   }
 }
 
+int SetBlasThreads(int n) {
+  using SetFn = void (*)(int);
+  using GetFn = int (*)();
+  static const auto set = reinterpret_cast<SetFn>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  static const auto get = reinterpret_cast<GetFn>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+  if (!set || !get) return 0;
+  const int before = get();
+  if (n > 0 && n != before) set(n);
+  return before;
+}
+
 }  // namespace m3
 
 namespace {
@@ -559,15 +570,7 @@ Napi::Value SetThreads(const Napi::CallbackInfo& info) {
 // OpenBLAS, and nothing is set). The CPU attention runs its many small products on one BLAS thread: two
 // threads synchronise per [L, L] matrix, and their spinning afterwards slows the oneDNN GEMMs that follow.
 Napi::Value BlasThreads(const Napi::CallbackInfo& info) {
-  using SetFn = void (*)(int);
-  using GetFn = int (*)();
-  static const auto set = reinterpret_cast<SetFn>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
-  static const auto get = reinterpret_cast<GetFn>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
-  if (!set || !get) return Napi::Number::New(info.Env(), 0);
-  const int before = get();
-  const int n = info[0].As<Napi::Number>().Int32Value();
-  if (n > 0 && n != before) set(n);
-  return Napi::Number::New(info.Env(), before);
+  return Napi::Number::New(info.Env(), m3::SetBlasThreads(info[0].As<Napi::Number>().Int32Value()));
 }
 
 Napi::Value Version(const Napi::CallbackInfo& info) {
@@ -653,6 +656,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   m3::RegisterDist(env, exports);
   m3::RegisterAdamw(env, exports);
   m3::RegisterGemm(env, exports);
+  m3::RegisterLayer(env, exports);
   return exports;
 }
 

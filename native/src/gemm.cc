@@ -153,39 +153,46 @@ bool Usable(const at::Tensor& t) {
   return t.device().is_cpu() && t.scalar_type() == at::kFloat && t.dim() == 2 && t.is_contiguous();
 }
 
+}  // namespace
+
+at::Tensor DnnlGemm(const at::Tensor& a, const at::Tensor& b, bool ta, bool tb, const at::Tensor* bias) {
+  const Dnnl& d = Resolve();
+  if (!d.sgemm || !Usable(a) || !Usable(b)) return at::Tensor();
+  const int64_t m = ta ? a.size(1) : a.size(0), k = ta ? a.size(0) : a.size(1);
+  const int64_t n = tb ? b.size(0) : b.size(1);
+  TORCH_CHECK((tb ? b.size(1) : b.size(0)) == k, "dnnlMm: inner dimensions differ");
+  if (g_recording) Record("m3::dnnl_sgemm", {"Float", "Float"});
+  at::Tensor c = at::empty({m, n}, a.options());
+  float beta = 0;
+  if (bias) {
+    TORCH_CHECK(bias->numel() == n, "dnnlMm: bias size differs from the output's columns");
+    c.copy_(bias->reshape({1, n}).expand({m, n}));
+    beta = 1;
+  }
+  if (m > 0 && n > 0) {
+    const int before = d.ompGet();
+    d.ompSet(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+    const int status = d.sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, 1.0f, a.data_ptr<float>(), a.size(1), b.data_ptr<float>(), b.size(1), beta, c.data_ptr<float>(), n);
+    d.ompSet(before);
+    TORCH_CHECK(status == 0, "dnnl_sgemm failed with status ", status);
+  }
+  return c;
+}
+
+namespace {
+
 // dnnlMm(a, b, transA, transB, bias?) -> handle of op(a)·op(b) [+ bias per row], a new [M, N] float32 tensor;
 // null when oneDNN is not there or an operand is not a contiguous 2-D float32 CPU tensor.
 Napi::Value DnnlMm(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const Dnnl& d = Resolve();
-  if (!d.sgemm) return env.Null();
   const at::Tensor& a = Lookup(env, info[0]);
   const at::Tensor& b = Lookup(env, info[1]);
   const bool ta = info[2].ToBoolean().Value(), tb = info[3].ToBoolean().Value();
   const bool hasBias = info.Length() > 4 && !info[4].IsNull() && !info[4].IsUndefined();
-  if (!Usable(a) || !Usable(b)) return env.Null();
-  if (g_recording) Record("m3::dnnl_sgemm", {"Float", "Float"});
-  const int64_t m = ta ? a.size(1) : a.size(0), k = ta ? a.size(0) : a.size(1);
-  const int64_t n = tb ? b.size(0) : b.size(1);
-  if ((tb ? b.size(1) : b.size(0)) != k) throw Napi::Error::New(env, "dnnlMm: inner dimensions differ");
   try {
-    at::Tensor c = at::empty({m, n}, a.options());
-    CountAten();  // dnnl_sgemm itself is oneDNN's, not an ATen operator
-    float beta = 0;
-    if (hasBias) {
-      const at::Tensor& bias = Lookup(env, info[4]);
-      if (bias.numel() != n) throw Napi::Error::New(env, "dnnlMm: bias size differs from the output's columns");
-      c.copy_(bias.reshape({1, n}).expand({m, n}));
-      CountAten(3);
-      beta = 1;
-    }
-    if (m > 0 && n > 0) {
-      const int before = d.ompGet();
-      d.ompSet(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
-      const int status = d.sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, 1.0f, a.data_ptr<float>(), a.size(1), b.data_ptr<float>(), b.size(1), beta, c.data_ptr<float>(), n);
-      d.ompSet(before);
-      if (status != 0) throw Napi::Error::New(env, "dnnl_sgemm failed with status " + std::to_string(status));
-    }
+    at::Tensor c = DnnlGemm(a, b, ta, tb, hasBias ? &Lookup(env, info[4]) : nullptr);
+    if (!c.defined()) return env.Null();
+    CountAten(hasBias ? 4 : 1);  // empty (+ reshape, expand, copy_ of the bias); dnnl_sgemm itself is oneDNN's, not ATen's
     return Napi::Number::New(env, Store(std::move(c)));
   } catch (const Napi::Error&) {
     throw;

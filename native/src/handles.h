@@ -1,5 +1,5 @@
 // What the addon's translation units share: the tensor handle table (addon.cc) and the C++ → JS error
-// conversion. dist.cc (the c10d collectives), adamw.cc and gemm.cc register their exports through Register*.
+// conversion. dist.cc (the c10d collectives), adamw.cc, gemm.cc, and layer.cc register their exports through Register*.
 #pragma once
 
 #include <napi.h>
@@ -39,5 +39,13 @@ void RegisterAdamw(Napi::Env env, Napi::Object exports);
 // Adds `dnnlMm` (gemm.cc): float32 GEMM through oneDNN where libtorch ships it as a shared library;
 // `recordGemms`, the test hook that records every GEMM's input dtypes; `gemmInfo`, BLAS/oneDNN/threads.
 void RegisterGemm(Napi::Env env, Napi::Object exports);
+// op(a)·op(b) [+ bias per row] through oneDNN (gemm.cc); an undefined tensor when oneDNN is not there or an
+// operand is not a contiguous 2-D float32 CPU tensor.
+at::Tensor DnnlGemm(const at::Tensor& a, const at::Tensor& b, bool ta, bool tb, const at::Tensor* bias);
+// Sets OpenBLAS's thread count when n > 0 and differs (addon.cc); returns the count before, 0 when the BLAS
+// is not OpenBLAS (then nothing is set).
+int SetBlasThreads(int n);
+// Adds `encoderLayerForward` / `encoderLayerBackward` (layer.cc): a whole encoder layer under libtorch's autograd.
+void RegisterLayer(Napi::Env env, Napi::Object exports);
 
 }  // namespace m3

@@ -20,6 +20,12 @@ export interface Ops {
    * by side in D, → [B, Lq, D] (no dropout; null mask = none); absent = composite.
    */
   attention?(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, mask: tf.Tensor | null, scale: number, heads: number): tf.Tensor;
+  /**
+   * A whole BERT / XLM-R encoder layer (self-attention, output projection, residual LayerNorm, FFN, residual
+   * LayerNorm) as one node each way, for one or more batches xs[i] [Bᵢ, Lᵢ, hidden] with their masks and
+   * dropout masks (the parameters' gradients of all batches summed inside); absent = composite (src/model/encoder.ts).
+   */
+  encoderLayer?(xs: tf.Tensor3D[], weights: EncoderLayerWeights, masks: (tf.Tensor | null)[], dropout: EncoderLayerDropout[], attrs: EncoderLayerAttrs): tf.Tensor3D[];
   /** −log softmax(logits)[target] per row in one kernel; absent = composite. */
   softmaxCrossEntropy?(logits: tf.Tensor2D, targets: tf.Tensor1D): tf.Tensor1D;
   /** −log softmax(x·Wᵀ + b)[target] per row (targets in range), the logits never kept; absent = composite. */
@@ -37,6 +43,24 @@ export interface Ops {
   /** √(Σ‖tᵢ‖²) over many tensors without a squared copy of any, or null when it cannot; absent = squares summed per tensor. */
   globalNorm?(tensors: tf.Tensor[]): tf.Scalar | null;
 }
+
+/** An encoder layer's parameters by their HF names under `encoder.layer.N.`, in the fused kernel's order. */
+export const ENCODER_LAYER_WEIGHTS = [
+  'attention.self.query.weight', 'attention.self.query.bias', 'attention.self.key.weight', 'attention.self.key.bias',
+  'attention.self.value.weight', 'attention.self.value.bias', 'attention.output.dense.weight', 'attention.output.dense.bias',
+  'attention.output.LayerNorm.weight', 'attention.output.LayerNorm.bias', 'intermediate.dense.weight', 'intermediate.dense.bias',
+  'output.dense.weight', 'output.dense.bias', 'output.LayerNorm.weight', 'output.LayerNorm.bias',
+] as const;
+export type EncoderLayerWeights = Record<(typeof ENCODER_LAYER_WEIGHTS)[number], tf.Tensor>;
+
+/**
+ * An encoder layer's dropout keep masks, already scaled by 1/(1 − rate) (null = no dropout there): on the
+ * attention probabilities [B, heads, L, L], on the attention output and on the FFN output [B, L, hidden].
+ */
+export interface EncoderLayerDropout { probs: tf.Tensor | null; attention: tf.Tensor | null; ffn: tf.Tensor | null }
+
+/** An encoder layer's scalars: LayerNorm ε, attention heads, FFN activation. */
+export interface EncoderLayerAttrs { eps: number; heads: number; activation: 'gelu' | 'gelu_tanh' | 'relu' }
 
 /** Parameters that share a weight decay (not lr-scaled), with their moments and gradients. */
 export interface AdamWGroup { weightDecay: number; items: { param: tf.Tensor; m: tf.Tensor; v: tf.Tensor; grad: tf.Tensor }[] }

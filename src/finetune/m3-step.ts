@@ -5,7 +5,7 @@
  * gradient stopped in-graph. Both give the same gradients (tested).
  */
 import * as tf from '@tensorflow/tfjs';
-import { encoderForward, wordEmbeddings } from '../model/encoder';
+import { encoderForward, encoderForwardMany, wordEmbeddings } from '../model/encoder';
 import { TokenBatch } from '../util/token-batch';
 import { headsFromParams } from '../model/heads';
 import { HEAD_NAMES, M3Model } from '../model/m3';
@@ -76,10 +76,12 @@ export function m3Step(model: M3Model, batch: M3Batch, o: M3StepOptions): M3Step
       const trainable = [...params.values()].filter((v) => v.trainable);
       const { value, grads } = tf.variableGrads(() => {
         const [qWords, pWords] = wordEmbeddings(params, [batch.queries, batch.passages]);
+        const [queryHidden, passageHidden] = encoderForwardMany(model.config, params, [batch.queries, batch.passages], [
+          { dropoutSeed: seedFor(0), dropoutRowOffset: offset.queries, words: qWords },
+          { dropoutSeed: seedFor(1), dropoutRowOffset: offset.passages, words: pWords },
+        ]);
         const out = m3Loss({
-          queryHidden: encoderForward(model.config, params, batch.queries, { dropoutSeed: seedFor(0), dropoutRowOffset: offset.queries, words: qWords }),
-          passageHidden: encoderForward(model.config, params, batch.passages, { dropoutSeed: seedFor(1), dropoutRowOffset: offset.passages, words: pWords }),
-          queries: batch.queries, passages: batch.passages,
+          queryHidden, passageHidden, queries: batch.queries, passages: batch.passages,
         }, hasHeadParams ? headsFromParams(params) : null, lossOpts);
         parts = Object.fromEntries(Object.entries(termsToParts(out.terms as never)).map(([k, v]) => [k, tf.keep(v.clone())]));
         return out.loss;

@@ -8,7 +8,7 @@ import * as tf from '@tensorflow/tfjs';
 import { EncoderConfig } from './config';
 import { deriveSeed, tfSeed } from '../util/rng';
 import { TokenBatch } from '../util/token-batch';
-import { FLOAT32_MIN, geluTanh, linear, ops } from '../backend/ops';
+import { ENCODER_LAYER_WEIGHTS, EncoderLayerWeights, FLOAT32_MIN, geluTanh, linear, ops } from '../backend/ops';
 
 export type Params = Map<string, tf.Tensor>;
 
@@ -38,15 +38,20 @@ export class Dropout {
   active(rate: number): boolean {
     return this.seed !== undefined && rate > 0;
   }
-  apply(x: tf.Tensor, rate: number): tf.Tensor {
-    if (!this.active(rate)) return x;
+  /** The next call's keep mask for a tensor of `shape`, scaled by 1/(1 − rate); null when not active. */
+  mask(shape: number[], rate: number): tf.Tensor | null {
+    if (!this.active(rate)) return null;
     const call = this.calls++;
     return tf.tidy(() => {
-      const [rows, ...rest] = x.shape;
+      const [rows, ...rest] = shape;
       const draws = Array.from({ length: rows }, (_, r) => tf.randomUniform([1, ...rest], 0, 1, 'float32', tfSeed(deriveSeed(this.seed!, call, this.rowOffset + r))));
-      const keep = tf.cast(tf.greaterEqual(rows === 1 ? draws[0] : tf.concat(draws, 0), rate), 'float32');
-      return tf.mul(x, tf.mul(keep, 1 / (1 - rate)));
+      return tf.mul(tf.cast(tf.greaterEqual(rows === 1 ? draws[0] : tf.concat(draws, 0), rate), 'float32'), 1 / (1 - rate));
     });
+  }
+  apply(x: tf.Tensor, rate: number): tf.Tensor {
+    const keep = this.mask(x.shape, rate);
+    if (!keep) return x;
+    return tf.tidy(() => tf.mul(x, keep));
   }
 }
 
@@ -178,18 +183,42 @@ export function ffnBlock(cfg: EncoderConfig, params: Params, prefix: string, x: 
   });
 }
 
+/**
+ * One encoder layer (attention block, then FFN block) over one or more batches: where the backend has a fused
+ * layer (torch) one op each way for all of them, else the composite blocks per batch. Both draw the same
+ * dropout masks in the same order.
+ */
+export function encoderLayer(cfg: EncoderConfig, params: Params, prefix: string, xs: tf.Tensor3D[], masks: (tf.Tensor | null)[], drops: Dropout[]): tf.Tensor3D[] {
+  const fused = ops().encoderLayer;
+  if (!fused) return xs.map((x, i) => ffnBlock(cfg, params, prefix, attentionBlock(cfg, params, prefix, x, x, masks[i], drops[i]), drops[i]));
+  return tf.tidy(() => {
+    const weights = Object.fromEntries(ENCODER_LAYER_WEIGHTS.map((n) => [n, param(params, prefix + n)])) as EncoderLayerWeights;
+    const dropout = xs.map((x, i) => ({
+      probs: drops[i].mask([x.shape[0], cfg.heads, x.shape[1], x.shape[1]], cfg.attentionDropout),
+      attention: drops[i].mask(x.shape, cfg.hiddenDropout),
+      ffn: drops[i].mask(x.shape, cfg.hiddenDropout),
+    }));
+    return fused(xs, weights, masks, dropout, { eps: cfg.layerNormEps, heads: cfg.heads, activation: cfg.activation });
+  });
+}
+
+/**
+ * last_hidden_state [B, L, hidden] of each batch, the batches taken through each layer together (on torch one
+ * op per layer for all of them, whose parameter gradients are summed natively). The batches share a prefix.
+ */
+export function encoderForwardMany(cfg: EncoderConfig, params: Params, batches: TokenBatch[], opts: ForwardOptions[]): tf.Tensor3D[] {
+  const prefix = opts[0]?.prefix ?? '';
+  if (opts.some((o) => (o.prefix ?? '') !== prefix)) throw new Error('encoderForwardMany: the batches must share a parameter prefix');
+  return tf.tidy(() => {
+    const drops = batches.map((_, i) => new Dropout(opts[i]?.dropoutSeed, opts[i]?.dropoutRowOffset));
+    const masks = batches.map(additiveMask);
+    let xs = batches.map((b, i) => embeddings(cfg, params, { ids: b }, opts[i] ?? {}, drops[i]));
+    for (let i = 0; i < cfg.layers; i++) xs = encoderLayer(cfg, params, `${prefix}encoder.layer.${i}.`, xs, masks, drops);
+    return xs;
+  });
+}
+
 /** last_hidden_state [B, L, hidden] of the encoder. */
 export function encoderForward(cfg: EncoderConfig, params: Params, b: TokenBatch, opts: ForwardOptions = {}): tf.Tensor3D {
-  return tf.tidy(() => {
-    const drop = new Dropout(opts.dropoutSeed, opts.dropoutRowOffset);
-    const prefix = opts.prefix ?? '';
-    const mask = additiveMask(b);
-    let x = embeddings(cfg, params, { ids: b }, opts, drop);
-    for (let i = 0; i < cfg.layers; i++) {
-      const p = `${prefix}encoder.layer.${i}.`;
-      x = attentionBlock(cfg, params, p, x, x, mask, drop);
-      x = ffnBlock(cfg, params, p, x, drop);
-    }
-    return x;
-  });
+  return encoderForwardMany(cfg, params, [b], [opts])[0];
 }

@@ -52,6 +52,18 @@ export interface TorchAddon {
    * the process has no shared oneDNN or an operand is not a contiguous 2-D float32 CPU tensor.
    */
   dnnlMm(a: number, b: number, transA: boolean, transB: boolean, bias?: number | null): number | null;
+  /**
+   * One encoder layer (native/src/layer.cc) over several batches: 16 weights in ENCODER_LAYER_WEIGHTS order, per
+   * batch an optional additive mask and dropout keep masks (probabilities, attention output, FFN output). With
+   * `train`, [context, ...ys]: the context tensor owns the layer's autograd graph (freeing it frees the graph);
+   * without, ys alone.
+   */
+  encoderLayerForward(xs: number[], weights: number[], masks: (number | null)[], dropProbs: (number | null)[], dropAttention: (number | null)[], dropFfn: (number | null)[],
+    o: { eps: number; heads: number; activation: number; bf16: boolean; dnnlMinRows: number; train: boolean }): number[];
+  /** [...dxs, ...16 weight gradients] of the layer whose context this is, given one dy per output; frees its graph. */
+  encoderLayerBackward(context: number, dys: number[]): number[];
+  /** How many encoder layer graphs are alive (each until its backward ran or its context was freed). */
+  encoderLayerGraphs(): number;
   /** Sets OpenBLAS's thread count, returning the one before (0, and nothing set, when the BLAS is another). */
   blasThreads(n: number): number;
   setThreads(intraOp: number, blas?: number): { intraOp: number; blasSet: boolean };

@@ -7,7 +7,7 @@
  * backend loads and used by the model while torch is the active backend.
  */
 import * as tf from '@tensorflow/tfjs';
-import { AdamWAttrs, compositeLinearCrossEntropy, compositeOps, Ops } from '../ops';
+import { AdamWAttrs, compositeLinearCrossEntropy, compositeOps, ENCODER_LAYER_WEIGHTS, EncoderLayerAttrs, EncoderLayerDropout, EncoderLayerWeights, Ops } from '../ops';
 import { adamwMany, globalNorm } from './optimizer';
 
 const onTorch = (): boolean => tf.getBackend() === 'torch';
@@ -170,6 +170,42 @@ export function linearCrossEntropy(x: tf.Tensor2D, weight: tf.Tensor2D, bias: tf
   return fused(x, weight, bias, targets) as tf.Tensor1D;
 }
 
+/** Whether kernels run now are recorded for gradients (TF.js's own test: a tape, outside another kernel). */
+const taping = (): boolean => tf.engine().state.gradientDepth > 0 && tf.engine().state.kernelDepth === 0;
+
+/**
+ * A whole encoder layer over one or more batches (kernels/layer.ts): one node on the tape, whose one saved
+ * tensor is the context output that owns the layer's libtorch graph. Without a tape (evaluation, encoding) the
+ * layer runs without autograd and keeps nothing. Masks and dropout masks are constants (no gradient).
+ */
+export function encoderLayer(xs: tf.Tensor3D[], weights: EncoderLayerWeights, masks: (tf.Tensor | null)[], dropout: EncoderLayerDropout[], attrs: EncoderLayerAttrs): tf.Tensor3D[] {
+  const inputs: Record<string, tf.Tensor> = {};
+  xs.forEach((x, i) => {
+    inputs[`x${i}`] = x;
+    const extra = { mask: masks[i], dropProbs: dropout[i]?.probs, dropAttention: dropout[i]?.attention, dropFfn: dropout[i]?.ffn };
+    for (const [name, t] of Object.entries(extra)) if (t) inputs[name + i] = t;
+  });
+  for (const n of ENCODER_LAYER_WEIGHTS) inputs[n] = weights[n];
+  const train = taping();
+  const outs = tf.engine().runKernel('TorchEncoderLayer', inputs, { ...attrs, batches: xs.length, train } as never) as tf.Tensor3D[];
+  if (!train) return outs;
+  outs[0].dispose(); // the context: the tape keeps its own reference (outputsToSave)
+  return outs.slice(1);
+}
+
+tf.registerGradient({
+  kernelName: 'TorchEncoderLayer',
+  outputsToSave: [true],
+  gradFunc: (dys, saved, attrs) => {
+    const [dContext, ...dy] = dys as tf.Tensor[];
+    const { batches } = attrs as unknown as { batches: number };
+    const grads = tf.engine().runKernel('TorchEncoderLayerGrad', { context: saved[0], ...Object.fromEntries(dy.map((t, i) => [`dy${i}`, t])) }, { batches }) as tf.Tensor[];
+    // as `freeing`: the context (and with it the graph) and the output gradients go now, not at the pass's end
+    tf.dispose([dContext, ...dy, ...saved]);
+    return Object.fromEntries(grads.map((g, i) => [i < batches ? `x${i}` : ENCODER_LAYER_WEIGHTS[i - batches], () => g]));
+  },
+});
+
 /** AdamW in place (kernels/fused.ts `TorchAdamW`). */
 function adamw(param: tf.Tensor, m: tf.Tensor, v: tf.Tensor, grad: tf.Tensor, attrs: AdamWAttrs): [tf.Tensor, tf.Tensor, tf.Tensor] {
   return tf.engine().runKernel('TorchAdamW', { param, m, v, grad }, attrs as never) as [tf.Tensor, tf.Tensor, tf.Tensor];
@@ -177,5 +213,5 @@ function adamw(param: tf.Tensor, m: tf.Tensor, v: tf.Tensor, grad: tf.Tensor, at
 
 /** Drop-in for src/backend/ops.ts's Ops when the torch backend is active. */
 export const torchFusedOps: Partial<Ops> = {
-  layerNorm, gelu, attention, linear, adamw, adamwMany, globalNorm, linearCrossEntropy, softmaxCrossEntropy: (logits: tf.Tensor2D, targets: tf.Tensor1D) => softmaxCrossEntropy(logits, targets),
+  layerNorm, gelu, attention, linear, encoderLayer, adamw, adamwMany, globalNorm, linearCrossEntropy, softmaxCrossEntropy: (logits: tf.Tensor2D, targets: tf.Tensor1D) => softmaxCrossEntropy(logits, targets),
 };

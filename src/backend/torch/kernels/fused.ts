@@ -49,7 +49,7 @@ const sumDims = aten('sum.dim_IntList');
 const view = aten('view');
 // On the CPU in float32, layers of DNNL_MIN_ROWS rows and more take oneDNN's sgemm (native/src/gemm.cc) where
 // the process has it: twice OpenBLAS's rate at thousands of rows on AVX-512, no better below a few hundred.
-const DNNL_MIN_ROWS = 512;
+export const DNNL_MIN_ROWS = 512;
 const dnnlMm = (b: Backend, rows: number, a: Handle, m: Handle, ta: boolean, tb: boolean, bias?: Handle): Handle | null =>
   b.device === 'cpu' && !b.autocast && rows >= DNNL_MIN_ROWS ? addon().dnnlMm(a, m, ta, tb, bias ?? null) : null;
 kernel('TorchLinear', ({ x, weight, bias }, b) =>

@@ -8,3 +8,4 @@ import './creation';
 import './nn';
 import './fused';
 import './dist';
+import './layer';

@@ -123,13 +123,8 @@ async function timeSteps(shape: Shape, steps: number, cuda: boolean): Promise<Re
   const perStep: Record<string, number[]> = { tfjs_kernels_per_step: [], addon_calls_per_step: [], aten_calls_per_step: [], host_ms_per_step: [] };
   let tensorsStart = 0;
   let loss = NaN;
-  for (let i = 0; i <= steps; i++) {
-    if (i === 1) {
-      tensorsStart = tf.memory().numTensors;
-      if (process.env.M3_TORCH_PROFILE) (require('../src/backend/torch/registry') as { resetKernelProfile(): void }).resetKernelProfile(); // steady state only
-    }
-    const before = torch?.hostCounts();
-    const t0 = performance.now();
+  /** One training step; returns when its parts ended (t1: queued, t2: loss read back, t3: optimizer queued). */
+  const step = async () => {
     const r = m3Step(model, batch, { loss: lossOpts, subBatchSize: shape.subBatch ?? 0 });
     const t1 = performance.now();
     loss = (await r.loss.data())[0]; // the one read-back of a step
@@ -140,6 +135,16 @@ async function timeSteps(shape: Shape, steps: number, cuda: boolean): Promise<Re
     tf.dispose([r.loss, ...r.grads.values(), ...Object.values(r.parts)]);
     const t3 = performance.now();
     if (cuda) await last.data(); // the optimizer's kernels finish inside the step (bench_torch.py synchronises there too)
+    return { t1, t2, t3 };
+  };
+  for (let i = 0; i <= steps; i++) {
+    if (i === 1) {
+      tensorsStart = tf.memory().numTensors;
+      if (process.env.M3_TORCH_PROFILE) (require('../src/backend/torch/registry') as { resetKernelProfile(): void }).resetKernelProfile(); // steady state only
+    }
+    const before = torch?.hostCounts();
+    const t0 = performance.now();
+    const { t1, t2, t3 } = await step();
     const wallMs = performance.now() - t0;
     if (i > 0) {
       times.push(wallMs / 1000);
@@ -148,10 +153,18 @@ async function timeSteps(shape: Shape, steps: number, cuda: boolean): Promise<Re
         const after = torch.hostCounts();
         perStep.tfjs_kernels_per_step.push(after.tfjsKernels - before.tfjsKernels);
         perStep.addon_calls_per_step.push(after.addonCalls - before.addonCalls);
-        perStep.aten_calls_per_step.push(after.atenCalls - before.atenCalls);
         perStep.host_ms_per_step.push(wallMs - (after.kernelMs - before.kernelMs));
       }
     }
+  }
+  if (torch) {
+    // ATen calls from one more, untimed step: counting the fused layer's operators hooks every ATen call
+    // (RecordFunction), which would slow the timed steps
+    torch.setLayerAtenCounting(true);
+    const before = torch.hostCounts();
+    await step();
+    perStep.aten_calls_per_step.push(torch.hostCounts().atenCalls - before.atenCalls);
+    torch.setLayerAtenCounting(false);
   }
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
   times.sort((a, b) => a - b);

@@ -21,6 +21,9 @@ extern int64_t g_live;
 // an at::/Tensor method call that dispatches, such as at::empty, copy_, clone, to() when it copies), counted
 // when it runs. Not counted: the operators those call inside ATen, c10d collectives, oneDNN's sgemm, and
 // metadata reads that dispatch nothing (sizes, dtype, data_ptr, use_count).
+// layer.cc's fused encoder layer runs many operators natively (its backward through autograd's engine): it
+// counts the outermost ones of its forward and backward, through a RecordFunction hook that is on only while
+// setLayerAtenCounting(true), since the hook costs time (the bench counts in an untimed step).
 inline std::atomic<int64_t> g_atenCalls{0};
 inline void CountAten(int64_t n = 1) { g_atenCalls.fetch_add(n, std::memory_order_relaxed); }
 

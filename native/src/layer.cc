@@ -23,6 +23,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/version.h>
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -210,10 +211,15 @@ at::Tensor OptionalAt(Napi::Env env, const Napi::Array& a, uint32_t i) {
 // While alive, counts each outermost ATen operator this thread dispatches into the addon's ATen-call counter
 // (handles.h): the layer's own at:: calls and, in the backward, those of autograd's nodes — the same unit as
 // the boxed `call` path counts (one per operator the addon asks for, not the operators ATen runs inside it).
+// Off unless setLayerAtenCounting(true): the hook makes every ATen call build a RecordFunction, which slows
+// a step (the bench counts in an untimed step).
+std::atomic<bool> g_countLayerAten{false};
 class CountOuterAten {
  public:
-  CountOuterAten() : handle_(at::addThreadLocalCallback(at::RecordFunctionCallback(&Start, &End).scopes({at::RecordScope::FUNCTION}))) {}
-  ~CountOuterAten() { at::removeCallback(handle_); }
+  CountOuterAten() : handle_(g_countLayerAten ? at::addThreadLocalCallback(at::RecordFunctionCallback(&Start, &End).scopes({at::RecordScope::FUNCTION})) : 0) {}
+  ~CountOuterAten() {
+    if (handle_) at::removeCallback(handle_);
+  }
 
  private:
   static thread_local int depth_;
@@ -333,6 +339,12 @@ Napi::Value EncoderLayerBackward(const Napi::CallbackInfo& info) {
   }
 }
 
+// setLayerAtenCounting(on): whether the layer's forward and backward add their ATen calls to atenCalls().
+Napi::Value SetLayerAtenCounting(const Napi::CallbackInfo& info) {
+  g_countLayerAten = info[0].ToBoolean().Value();
+  return info.Env().Undefined();
+}
+
 // encoderLayerGraphs() -> how many layer graphs are alive (tests check that none outlives its use).
 Napi::Value EncoderLayerGraphs(const Napi::CallbackInfo& info) {
   std::lock_guard<std::mutex> lock(g_graphsMu);
@@ -345,6 +357,7 @@ void RegisterLayer(Napi::Env env, Napi::Object exports) {
   exports.Set("encoderLayerForward", Napi::Function::New(env, EncoderLayerForward));
   exports.Set("encoderLayerBackward", Napi::Function::New(env, EncoderLayerBackward));
   exports.Set("encoderLayerGraphs", Napi::Function::New(env, EncoderLayerGraphs));
+  exports.Set("setLayerAtenCounting", Napi::Function::New(env, SetLayerAtenCounting));
 }
 
 }  // namespace m3

@@ -64,6 +64,8 @@ export interface TorchAddon {
   encoderLayerBackward(context: number, dys: number[]): number[];
   /** How many encoder layer graphs are alive (each until its backward ran or its context was freed). */
   encoderLayerGraphs(): number;
+  /** Whether the fused encoder layer adds the ATen calls of its forward and backward to atenCalls() (off: it costs a RecordFunction per ATen call). */
+  setLayerAtenCounting(on: boolean): void;
   /** Sets OpenBLAS's thread count, returning the one before (0, and nothing set, when the BLAS is another). */
   blasThreads(n: number): number;
   setThreads(intraOp: number, blas?: number): { intraOp: number; blasSet: boolean };

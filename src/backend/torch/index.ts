@@ -53,6 +53,12 @@ export function loadTorchBackend(device: 'cpu' | 'cuda'): TorchLoadResult {
  * into the addon, ATen operator calls the addon made (native/src/handles.h says which count), and the
  * kernels' own milliseconds (while timing is on: setKernelTiming or M3_TORCH_PROFILE).
  */
+/** Whether `atenCalls` includes the fused encoder layer's (its forward and backward run ATen natively); costs time while on. */
+export function setLayerAtenCounting(on: boolean): void {
+  const a = loadAddon();
+  if (typeof a !== 'string') a.setLayerAtenCounting(on);
+}
+
 export function hostCounts(): { tfjsKernels: number; addonCalls: number; atenCalls: number; kernelMs: number } {
   const k = kernelCounts();
   return { tfjsKernels: k.kernels, kernelMs: k.kernelMs, ...addonCounts() };

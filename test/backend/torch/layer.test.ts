@@ -129,6 +129,29 @@ describeTorch('fused encoder layer vs the composite layer', () => {
     }
   });
 
+  test('the layer\'s ATen calls reach atenCalls only while setLayerAtenCounting is on: forward and backward, each operator once', async () => {
+    await tf.setBackend('torch');
+    const { hostCounts, setLayerAtenCounting } = await import('../../../src/backend/torch');
+    const atenOf = () => {
+      const before = hostCounts().atenCalls;
+      tf.dispose(tf.tidy(layerValueAndGrads('bert', true, false)));
+      return hostCounts().atenCalls - before;
+    };
+    const off = atenOf();
+    setLayerAtenCounting(true);
+    let on: number;
+    try {
+      on = atenOf();
+    } finally {
+      setLayerAtenCounting(false);
+    }
+    // two forwards and a backward of a layer of 6 linear layers, attention, 2 LayerNorms and GELU: dozens of
+    // outermost operators, but not the hundreds their insides (addmm, copies, ...) would add
+    expect(on - off).toBeGreaterThan(40);
+    expect(on - off).toBeLessThan(400);
+    expect(atenOf()).toBe(off); // off again: deterministic, and the hook is gone
+  });
+
   test('no graph outlives its use: evaluation, a tape that never reaches the layer, and training steps leave no native handle', async () => {
     await tf.setBackend('torch');
     const cfg = config('xlm-roberta', true);

@@ -69,6 +69,12 @@ export const ADDON_PATH = path.resolve(__dirname, '..', '..', '..', 'native', 'b
 
 let cached: TorchAddon | undefined;
 
+/** native/locate-libtorch.js's INSTALL_HINT (how to get libtorch and rebuild), from the src or the dist layout. */
+function installHint(): string {
+  const file = [path.resolve(__dirname, '..', '..', '..', 'native', 'locate-libtorch.js'), path.resolve(__dirname, '..', '..', '..', '..', 'native', 'locate-libtorch.js')].find((f) => fs.existsSync(f));
+  return file ? (require(file) as { INSTALL_HINT: string }).INSTALL_HINT : 'install libtorch-dev or PyTorch, then npm run build:native';
+}
+
 /** The addon, or a one-line reason why it cannot be loaded. Never throws. */
 export function loadAddon(): TorchAddon | string {
   if (cached) return cached;
@@ -78,7 +84,7 @@ export function loadAddon(): TorchAddon | string {
   // From dist/src/backend/torch the relative path is one level deeper; accept both layouts.
   const candidates = override ? [override] : [ADDON_PATH, path.resolve(__dirname, '..', '..', '..', '..', 'native', 'build', 'Release', 'm3_torch.node')];
   const file = candidates.find((f) => fs.existsSync(f));
-  if (!file) return 'addon not built (libtorch was not found at npm install; install libtorch-dev or set LIBTORCH_DIR, then npm run build:native)';
+  if (!file) return `addon not built (libtorch was not found at npm install; ${installHint()})`;
   try {
     cached = require(file) as TorchAddon;
     return cached;

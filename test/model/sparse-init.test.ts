@@ -1,9 +1,13 @@
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { useBackend } from '../../src/backend';
 import { sparseTokenWeights } from '../../src/model/heads';
 import { encoderForward } from '../../src/model/encoder';
 import { addHeads, disposeModel, loadModel } from '../../src/model/m3';
 import { bm25Idf, fitSparseHeadToIdf, IDF_SCALE } from '../../src/model/sparse-init';
+import { runCli } from '../helpers/cli';
 import { sharedDir } from '../helpers/shared';
 
 beforeAll(() => useBackend('wasm'));
@@ -81,5 +85,30 @@ describe('fitSparseHeadToIdf', () => {
     const b = tok.encodeBatch(['', ''], { maxLength: 8 });
     expect(() => fitSparseHeadToIdf(model, [b], [tok.clsId, tok.sepId, tok.padId, tok.unkId])).toThrow(/no content tokens/);
     disposeModel(model);
+  });
+});
+
+describe('model.sparse_init: idf in a unified stage', () => {
+  test('fits the fresh sparse head on the stage\'s first passages and says so; the default keeps torch\'s init', () => {
+    const out = fs.mkdtempSync(path.join(os.tmpdir(), 'm3-sparse-init-'));
+    try {
+      const run = (name: string, sets: string[]) => runCli(['train', 'configs/tiny/unified.yaml', '--set', `output_dir=${path.join(out, name)}`, 'train.max_steps=1', 'train.save_steps=0', ...sets]);
+      const idf = run('idf', ['model.sparse_init=idf']);
+      expect(idf.code).toBe(0);
+      // the toy data: batches of 2 queries × group 4, so 8 passages a batch, read until 1,024 or the epoch ends
+      expect(idf.stderr).toMatch(/^unified: sparse head fitted to IDF over \d+ tokens of \d+ passages \(R² 0\.\d\d\)$/m);
+      const plain = run('torch', []);
+      expect(plain.code).toBe(0);
+      expect(plain.stderr).not.toContain('sparse head fitted');
+      const bias = (name: string) => {
+        const m = loadModel(path.join(out, name, 'final'));
+        const b = m.params.get('sparse_linear.bias')!.dataSync()[0];
+        disposeModel(m);
+        return b;
+      };
+      expect(bias('idf')).not.toBeCloseTo(bias('torch'), 3);
+    } finally {
+      fs.rmSync(out, { recursive: true, force: true });
+    }
   });
 });

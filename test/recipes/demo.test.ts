@@ -160,6 +160,7 @@ test('the shipped demo configs: from scratch, three stages, an eval set with eve
   expect(stages[0].model.init).toBeUndefined();
   expect(fs.existsSync(stages[0].model.config!)).toBe(true);
   expect(stages[2].stage === 'unified' && stages[2].loss.use_self_distill).toBe(true);
+  expect(stages[2].stage === 'unified' && stages[2].model.sparse_init).toBe('idf'); // torch's init dies on this encoder (README)
   const evalCfg = fs.readFileSync(path.join(ROOT, 'configs/demo/eval.yaml'), 'utf8');
   expect(evalCfg).toMatch(/modes: \[dense, sparse, colbert, dense\+sparse, all\]/);
 });

@@ -13,7 +13,7 @@
 const { spawn } = require('child_process');
 const fs = require('fs');
 const path = require('path');
-const { locate, buildFlags } = require('./locate-libtorch');
+const { locate, buildFlags, INSTALL_HINT } = require('./locate-libtorch');
 
 const here = __dirname;
 const release = path.join(here, 'build', 'Release');
@@ -112,7 +112,7 @@ async function direct(found, dist) {
 async function main() {
   if (process.env.M3_TORCH_SKIP) return say('skipped (M3_TORCH_SKIP is set)');
   const found = locate();
-  if (!found) return say('libtorch not found (install libtorch-dev or PyTorch, or set LIBTORCH_DIR); the torch backend is disabled');
+  if (!found) return say(`libtorch not found, so the torch backend is disabled and m3 runs on wasm (several times slower; npm start says how long the demo takes there). To enable it: ${INSTALL_HINT}`);
   if (upToDate(found)) return say(`up to date (${output})`);
   const gyp = nodeGypScript();
   const useDirect = Boolean(process.env.M3_TORCH_DIRECT) || !gyp || !onPath('make');

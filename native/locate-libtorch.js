@@ -164,7 +164,13 @@ function buildFlags(found, { dist = !process.env.M3_TORCH_NO_DIST } = {}) {
   return { includes: [...new Set(includes)], defines, cflags, libs };
 }
 
-module.exports = { locate, distDefines, buildFlags };
+// What a newcomer without libtorch does about it (build.js's "libtorch not found" line, the torch backend's
+// "addon not built" reason): the two routes to the fast path, each ending in a rebuild of the addon.
+const INSTALL_HINT = 'Debian/Ubuntu: sudo apt-get install libtorch-dev libopenblas0-pthread (libgloo-dev too for data parallel), '
+  + 'then npm run build:native; or with PyTorch: pip install torch (CUDA builds for GPUs), then npm run build:native '
+  + '(or LIBTORCH_DIR=/path/to/libtorch npm run build:native)';
+
+module.exports = { locate, distDefines, buildFlags, INSTALL_HINT };
 
 // `node locate-libtorch.js include|defines|cflags|libs|lib` prints one value for binding.gyp.
 if (require.main === module) {

@@ -140,6 +140,12 @@ export async function useBackend(name: string = process.env.M3_BACKEND ?? 'auto'
   return name as BackendName;
 }
 
+/** The active backend and its device, as `torch/cpu`, `torch/cuda`, `wasm/cpu`. */
+export function activeBackend(): string {
+  const name = tf.getBackend();
+  return `${name}/${name === 'torch' ? (tf.backend() as unknown as { device: Device }).device : 'cpu'}`;
+}
+
 /** Names of the backends that are available here (tests run on each). */
 export async function availableBackends(): Promise<BackendName[]> {
   const all = await probeAll();

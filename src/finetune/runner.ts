@@ -8,7 +8,8 @@ import { openDataset, PairBatch } from '../data';
 import { BUCKETS } from '../data/manifest';
 import { stageEvaluator } from '../eval/config';
 import { resolveModelSources } from '../model/hub';
-import { addHeads, applyFreezing, disposeModel, extendPositions, loadOrInitModel, saveModel } from '../model/m3';
+import { addHeads, applyFreezing, disposeModel, extendPositions, hasHeads, loadOrInitModel, M3Model, saveModel } from '../model/m3';
+import { fitSparseHeadToIdf } from '../model/sparse-init';
 import { allGatherConst, allGatherRows, Group } from '../backend/dist';
 import { CrossDevice } from '../losses/m3-loss';
 import { isRestart, joinProcessGroup, manifestsOf, rank0First } from '../train/distributed';
@@ -24,6 +25,52 @@ export function unifiedHeadSpec(cfg: FinetuneConfig): { colbertDim: number; seed
   return { colbertDim: cfg.model.colbert_dim, seed: cfg.train.seed + 7 };
 }
 
+/** Passages the `idf` sparse init fits on: the first batches of the stage's data, as rank 0 of 1 reads them. */
+export const SPARSE_INIT_PASSAGES = 1024;
+
+/** FlagEmbedding zeroes CLS, EOS, PAD and UNK in the sparse vectors (not MASK). */
+const sparseSpecialIds = (m: M3Model) => [m.tokenizer!.clsId, m.tokenizer!.sepId, m.tokenizer!.padId, m.tokenizer!.unkId];
+
+/** The stage's training data as dataset dirs (raw JSONL prepared into the cache, or reused); `src`: the model's resolved dirs (Hub ids fetched). */
+export function stageData(cfg: FinetuneConfig, src: { init?: string; tokenizer?: string } = cfg.model): Promise<string[]> {
+  return stageDatasets(cfg.data.train, src.tokenizer ?? src.init!, {
+    format: cfg.stage === 'pairs' ? 'pairs' : 'finetune',
+    queryMaxLen: cfg.data.query_max_len, passageMaxLen: cfg.data.passage_max_len, skipInvalid: cfg.data.skip_invalid,
+    smallThreshold: cfg.data.small_threshold, dropThreshold: cfg.data.drop_threshold,
+  }, cfg.data.cache_dir);
+}
+
+function openStageReader(model: M3Model, cfg: FinetuneConfig, dirs: string[], rank: number, worldSize: number) {
+  const batchSize = Object.fromEntries(BUCKETS.map((b) => [b, cfg.data.batch_size_by_bucket[b] ?? cfg.data.batch_size]));
+  return openDataset(dirs, {
+    seed: cfg.train.seed, batchSize, trainGroupSize: cfg.data.train_group_size, shuffleRatio: cfg.data.shuffle_ratio,
+    padToMultipleOf: cfg.data.pad_to_multiple_of || undefined, tokenizer: model.tokenizer!, rank, worldSize,
+  });
+}
+
+/**
+ * The heads this stage starts with when the model has none (`addHeads`), the sparse one fitted to IDF with
+ * `model.sparse_init: idf` (src/model/sparse-init.ts). Every data-parallel rank reads the same sample (rank
+ * 0 of 1), so all start alike. `dirs`: the stage's data (default: prepared here).
+ */
+export async function addStageHeads(model: M3Model, cfg: FinetuneConfig, dirs?: string[]): Promise<void> {
+  if (hasHeads(model)) return;
+  const heads = unifiedHeadSpec(cfg);
+  addHeads(model, heads.colbertDim, heads.seed);
+  if (cfg.model.sparse_init !== 'idf') return;
+  const reader = await openStageReader(model, cfg, dirs ?? await stageData(cfg, await resolveModelSources(cfg.model)), 0, 1);
+  try {
+    const sample = [];
+    for (let n = 0; n < SPARSE_INIT_PASSAGES && sample.length < reader.batchesPerEpoch; n += sample[sample.length - 1].batch) {
+      sample.push(((await reader.next()) as PairBatch).passages);
+    }
+    const fit = fitSparseHeadToIdf(model, sample, sparseSpecialIds(model));
+    process.stderr.write(`${cfg.stage}: sparse head fitted to IDF over ${fit.tokens} tokens of ${sample.reduce((a, b) => a + b.batch, 0)} passages (R² ${fit.r2.toFixed(2)})\n`);
+  } finally {
+    await reader.close();
+  }
+}
+
 export async function runFinetune(cfg: FinetuneConfig, opts: Omit<RunOptions, 'outputDir'>): Promise<RunResult> {
   const unified = cfg.loss.unified_finetuning;
   check(!cfg.loss.use_self_distill || unified, `${cfg.output_dir}: loss.use_self_distill needs loss.unified_finetuning (the ensemble is the teacher)`);
@@ -33,25 +80,12 @@ export async function runFinetune(cfg: FinetuneConfig, opts: Omit<RunOptions, 'o
   const src = await rank0First(group, 'fetching the model', () => resolveModelSources(cfg.model)); // Hub ids → cached dirs
   const model = loadOrInitModel(src, cfg.train.seed, cfg.output_dir);
   if (cfg.model.extend_positions) extendPositions(model.config, model.params, cfg.model.extend_positions);
-  if (unified) {
-    const heads = unifiedHeadSpec(cfg);
-    addHeads(model, heads.colbertDim, heads.seed);
-  }
+  const dirs = await rank0First(group, 'preparing the training data', () => stageData(cfg, src));
+  if (unified) await addStageHeads(model, cfg, dirs);
   applyFreezing(model, { fixEncoder: cfg.train.fix_encoder, fixPositionEmbedding: cfg.train.fix_position_embedding });
-  const tok = model.tokenizer!;
-  const dirs = await rank0First(group, 'preparing the training data', () => stageDatasets(cfg.data.train, src.tokenizer ?? src.init!, {
-    format: cfg.stage === 'pairs' ? 'pairs' : 'finetune',
-    queryMaxLen: cfg.data.query_max_len, passageMaxLen: cfg.data.passage_max_len, skipInvalid: cfg.data.skip_invalid,
-    smallThreshold: cfg.data.small_threshold, dropThreshold: cfg.data.drop_threshold,
-  }, cfg.data.cache_dir));
-  const batchSize = Object.fromEntries(BUCKETS.map((b) => [b, cfg.data.batch_size_by_bucket[b] ?? cfg.data.batch_size]));
-  const reader = await openDataset(dirs, {
-    seed: cfg.train.seed, batchSize, trainGroupSize: cfg.data.train_group_size, shuffleRatio: cfg.data.shuffle_ratio,
-    padToMultipleOf: cfg.data.pad_to_multiple_of || undefined, tokenizer: tok, rank: group?.rank ?? 0, worldSize: group?.worldSize ?? 1,
-  });
+  const reader = await openStageReader(model, cfg, dirs, group?.rank ?? 0, group?.worldSize ?? 1);
   const crossDevice = cfg.loss.negatives_cross_device && group ? crossDeviceOf(group, cfg.loss.negatives_cross_device_modes) : undefined;
-  // FlagEmbedding zeroes CLS, EOS, PAD and UNK in the sparse vectors (not MASK).
-  const specialTokenIds = [tok.clsId, tok.sepId, tok.padId, tok.unkId];
+  const specialTokenIds = sparseSpecialIds(model);
   const dropout = model.config.hiddenDropout > 0 || model.config.attentionDropout > 0;
   const stage: Stage<PairBatch> = {
     name: cfg.stage,

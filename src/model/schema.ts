@@ -1,5 +1,6 @@
 /** The `model:` section of a stage config: where the encoder comes from and what a stage changes in it. */
 import { Infer, Schema } from '../util/schema';
+import { SPARSE_INITS } from './sparse-init';
 
 /**
  * config.json fields a stage may override: numbers that change no tensor shape. The stage trains with the
@@ -29,6 +30,7 @@ export const MODEL_SCHEMA = {
 export const HEADS_MODEL_SCHEMA = {
   ...MODEL_SCHEMA,
   colbert_dim: { type: 'int', default: -1, doc: 'ColBERT head width when heads are created; -1 = hidden size' },
+  sparse_init: { type: 'enum', values: SPARSE_INITS, default: 'torch', doc: "sparse head when heads are created: torch.nn.Linear's init (FlagEmbedding's), or idf: fitted to the IDF of the stage's training passages (for encoders trained from scratch)" },
 } as const satisfies Schema;
 
 export type ModelSection = Infer<typeof MODEL_SCHEMA>;

@@ -6,7 +6,7 @@
  * OUT/results.json and OUT/report.html.
  *
  * Models without M3 heads (the untrained encoder, RetroMAE's and the pairs stage's) are evaluated with the
- * fresh heads the unified stage adds when it starts (`addHeads` with its colbert_dim and seed), so that
+ * fresh heads the unified stage adds when it starts (`addStageHeads`: its colbert_dim, seed and sparse_init), so that
  * every row of the table has every mode: their sparse / ColBERT numbers are those of untrained heads over
  * that stage's encoder. The untrained model is stage 1's own starting point (the same seeded init).
  *
@@ -18,7 +18,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { resolveModelSources } from '../model/hub';
-import { addHeads, disposeModel, hasHeads, loadModel, loadOrInitModel, M3Model } from '../model/m3';
+import { disposeModel, hasHeads, loadModel, loadOrInitModel, M3Model } from '../model/m3';
 import { evaluateBeir, EvalResults, formatResultsTable } from '../eval/beir';
 import { checkEvalConfig, EVAL_SCHEMA, EvalConfig, evalOptions } from '../eval/config';
 import { BeirDataset, loadBeir } from '../eval/data';
@@ -26,13 +26,15 @@ import { detectEvalData } from '../eval/datasets';
 import { METRIC_NAMES, RetrievalMetrics } from '../eval/metrics';
 import { writeReport } from '../eval/report';
 import { FinetuneConfig } from '../finetune/config';
-import { unifiedHeadSpec } from '../finetune/runner';
+import { addStageHeads, unifiedHeadSpec } from '../finetune/runner';
 import { CONFIG_OVERRIDES } from '../model/schema';
 import { Mode } from '../model/scores';
 import { readFinished } from '../train/checkpoint';
 import { loadConfig } from '../util/config-file';
 import { UserError } from '../util/errors';
 import { writeFileAtomic } from '../util/fsx';
+import { activeBackend } from '../backend';
+import { estimateLine } from './demo-estimate';
 import { pipelineStages, runPipeline, StageRun, StartAt } from './pipeline';
 import { StageConfig } from './stage-config';
 
@@ -93,11 +95,11 @@ export function loadEvalConfig(file: string, sets: string[] = []): EvalConfig {
   return cfg;
 }
 
-/** The heads added to a head-less model for evaluation: those the first unified stage starts with. */
-function headSpec(stages: StageConfig[]): { colbertDim: number; seed: number } {
+/** The stage whose fresh heads a head-less model is evaluated with: the first unified stage (else pairs). */
+function headStage(stages: StageConfig[]): FinetuneConfig {
   const s = stages.find((c): c is FinetuneConfig => c.stage === 'unified') ?? stages.find((c): c is FinetuneConfig => c.stage !== 'retromae');
   if (!s) throw new UserError('demo: the pipeline has no pairs or unified stage to take evaluation heads from');
-  return unifiedHeadSpec(s);
+  return s;
 }
 
 /** A demo ablation arm: the pipeline rerun from stage `from.index` into OUT/ablations/<dir>. */
@@ -162,12 +164,16 @@ export async function runDemo(o: DemoOptions): Promise<DemoResults> {
   const stages = pipelineStages(o.pipeline, sets); // validates every stage config before anything runs
   const arms = o.ablations ? ablationArms(o.pipeline, stages) : [];
   const armSets = (arm: Arm) => [...userSets, `output_dir=${path.join(out, 'ablations', arm.dir)}`];
-  for (const arm of arms) pipelineStages(o.pipeline, armSets(arm), arm.from); // and the arms' configs
+  const armStages = arms.flatMap((arm) => pipelineStages(o.pipeline, armSets(arm), arm.from)); // and the arms' configs
   const evalCfg = loadEvalConfig(o.evalConfig, o.evalSets ?? []);
   const opts = { ...evalOptions(evalCfg), progress: true };
-  const heads = headSpec(stages);
+  const headCfg = headStage(stages);
+  const heads = { ...unifiedHeadSpec(headCfg), sparseInit: headCfg.model.sparse_init, ...(headCfg.model.sparse_init === 'idf' && { data: headCfg.data }) };
   let dataset: BeirDataset | null = null;
   const data = () => (dataset ??= loadBeir(evalCfg.data![0], evalCfg.split, { maxQueries: evalCfg.max_queries }));
+  process.stderr.write(estimateLine(activeBackend(), {
+    stages: [...stages, ...armStages], evaluations: stages.length + 1 + arms.length, evalTexts: data().queryIds.length + data().corpus.ids.length,
+  }));
   const cacheDir = path.join(out, 'eval');
   fs.mkdirSync(cacheDir, { recursive: true });
   const stopped = () => new UserError(`demo: stopped before the last stage finished; rerun the same command to continue`);
@@ -188,7 +194,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResults> {
       const model = makeModel();
       try {
         const freshHeads = !hasHeads(model);
-        if (freshHeads) addHeads(model, heads.colbertDim, heads.seed);
+        if (freshHeads) await addStageHeads(model, headCfg);
         process.stderr.write(`demo: evaluating ${title} on ${evalCfg.data![0]} (${evalCfg.split})\n`);
         const r = await evaluateBeir(model, data(), opts);
         cached = { key: keyStr, results: r, eval_s: (performance.now() - t) / 1000, train_s: trainS, fresh_heads: freshHeads };

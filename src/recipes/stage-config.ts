@@ -36,7 +36,9 @@ export const SETTING_RULES: { key: string; inert: (c: StageConfig) => string | n
   ...['ensemble_weights', 'loss_weights', 'use_self_distill', 'self_distill_start_step'].map((k) => ({
     key: `loss.${k}`, inert: (c: StageConfig) => (c.stage !== 'retromae' && !c.loss.unified_finetuning ? 'loss.unified_finetuning is false (dense loss only)' : null),
   })),
-  { key: 'model.colbert_dim', inert: (c) => (c.stage !== 'retromae' && !c.loss.unified_finetuning ? 'loss.unified_finetuning is false (no heads are added)' : null) },
+  ...['colbert_dim', 'sparse_init'].map((k) => ({
+    key: `model.${k}`, inert: (c: StageConfig) => (c.stage !== 'retromae' && !c.loss.unified_finetuning ? 'loss.unified_finetuning is false (no heads are added)' : null),
+  })),
   { key: 'loss.self_distill_start_step', inert: (c) => (c.stage !== 'retromae' && !c.loss.use_self_distill ? 'loss.use_self_distill is false' : null) },
   { key: 'loss.negatives_cross_device_modes', inert: (c) => (c.stage !== 'retromae' && !c.loss.negatives_cross_device ? 'loss.negatives_cross_device is false' : null) },
   { key: 'loss.kd_loss_type', inert: (c) => (c.stage !== 'retromae' && !c.data.knowledge_distillation ? 'data.knowledge_distillation is false (no teacher scores)' : null) },

@@ -65,6 +65,10 @@ describe('shipped configs', () => {
     expect(() => loadStageConfig(f, ['eval.modes=[dense]'])).toThrow(/key 'eval.modes' has no effect in stage 'pairs': eval.data is not set/);
     expect(() => loadStageConfig(f, ['train.max_steps=5', 'train.epochs=2'])).toThrow(/key 'train.epochs' has no effect/);
     expect(() => loadStageConfig(f, ['loss.unified_finetuning=true', 'loss.ensemble_weights.sparse=0.5'])).not.toThrow();
+    expect(() => loadStageConfig(f, ['model.sparse_init=idf'])).toThrow(/key 'model.sparse_init' has no effect in stage 'pairs': loss.unified_finetuning is false/);
+    const idf = loadStageConfig(f, ['loss.unified_finetuning=true', 'model.sparse_init=idf']);
+    expect(idf.stage !== 'retromae' && idf.model.sparse_init).toBe('idf');
+    expect(() => loadStageConfig(f, ['loss.unified_finetuning=true', 'model.sparse_init=bm25'])).toThrow(/model.sparse_init.*torch, idf/);
     // FlagEmbedding's compute_score mode names are accepted as aliases
     const e = loadStageConfig(f, ['eval.data=nf', 'eval.modes=[dense, colbert+sparse+dense]']);
     expect(e.eval.modes).toEqual(['dense', 'all']);

@@ -139,6 +139,7 @@ test('m3 demo on the command line: tables on stdout, results.json and report.htm
   expect(r.code).toBe(0);
   expect(r.stderr.match(/already finished; skipping/g)).toHaveLength(3);
   expect(r.stderr.match(/demo: evaluating/g)).toHaveLength(4);
+  expect(r.stderr.split('\n')[0]).toMatch(/^demo: backend (torch|wasm)\/cpu; about \d+ s on 2 cores /); // 3 stages × 2 steps, 4 evaluations
   expect(r.stdout).toMatch(/== 0\. untrained .*==\nmode +nDCG@10 +Recall@100 +MRR@10\ndense +0\.\d{4}/);
   expect(r.stdout).toContain('== 3. unified ==');
   const res = JSON.parse(fs.readFileSync(path.join(out, 'results.json'), 'utf8'));
@@ -159,6 +160,7 @@ test('the shipped demo configs: from scratch, three stages, an eval set with eve
   expect(stages[0].model.init).toBeUndefined();
   expect(fs.existsSync(stages[0].model.config!)).toBe(true);
   expect(stages[2].stage === 'unified' && stages[2].loss.use_self_distill).toBe(true);
+  expect(stages[2].stage === 'unified' && stages[2].model.sparse_init).toBe('idf'); // torch's init dies on this encoder (README)
   const evalCfg = fs.readFileSync(path.join(ROOT, 'configs/demo/eval.yaml'), 'utf8');
   expect(evalCfg).toMatch(/modes: \[dense, sparse, colbert, dense\+sparse, all\]/);
 });

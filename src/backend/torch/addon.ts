@@ -127,6 +127,12 @@ export function addonCounts(): { addonCalls: number; atenCalls: number } {
   return { addonCalls, atenCalls: raw?.atenCalls ? raw.atenCalls() : 0 };
 }
 
+/** native/locate-libtorch.js's INSTALL_HINT (how to get libtorch and rebuild), from the src or the dist layout. */
+function installHint(): string {
+  const file = [path.resolve(__dirname, '..', '..', '..', 'native', 'locate-libtorch.js'), path.resolve(__dirname, '..', '..', '..', '..', 'native', 'locate-libtorch.js')].find((f) => fs.existsSync(f));
+  return file ? (require(file) as { INSTALL_HINT: string }).INSTALL_HINT : 'install libtorch-dev or PyTorch, then npm run build:native';
+}
+
 /** The addon, or a one-line reason why it cannot be loaded. Never throws. */
 export function loadAddon(): TorchAddon | string {
   if (cached) return cached;
@@ -136,7 +142,7 @@ export function loadAddon(): TorchAddon | string {
   // From dist/src/backend/torch the relative path is one level deeper; accept both layouts.
   const candidates = override ? [override] : [ADDON_PATH, path.resolve(__dirname, '..', '..', '..', '..', 'native', 'build', 'Release', 'm3_torch.node')];
   const file = candidates.find((f) => fs.existsSync(f));
-  if (!file) return 'addon not built (libtorch was not found at npm install; install libtorch-dev or set LIBTORCH_DIR, then npm run build:native)';
+  if (!file) return `addon not built (libtorch was not found at npm install; ${installHint()})`;
   try {
     raw = require(file) as TorchAddon;
     cached = counted(raw);

@@ -31,6 +31,17 @@ describe('loadTorchBackend', () => {
     expect(r.stdout.trim().split('\n')).toEqual(['m3 torch addon: skipped (M3_TORCH_SKIP is set)']);
   });
 
+  test('without libtorch, the install line names the Debian packages and the PyTorch route (and builds nothing)', () => {
+    // M3_LIBTORCH_FOUND is locate()'s answer handed down by build.js; "null" is "nothing found".
+    const r = spawnSync(process.execPath, [path.resolve(__dirname, '../../../native/build.js')], { env: { ...process.env, M3_LIBTORCH_FOUND: 'null', M3_TORCH_REBUILD: '1' }, encoding: 'utf8' });
+    expect(r.status).toBe(0);
+    const lines = r.stdout.trim().split('\n');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^m3 torch addon: libtorch not found, so the torch backend is disabled and m3 runs on wasm/);
+    for (const part of ['apt-get install libtorch-dev libopenblas0-pthread', 'libgloo-dev', 'pip install torch', 'npm run build:native', 'LIBTORCH_DIR=']) expect(lines[0]).toContain(part);
+    if (libtorchInstalled) expect(fs.existsSync(ADDON_PATH)).toBe(true); // a rebuild request without libtorch leaves the addon alone
+  });
+
   (loaded.ok ? test : test.skip)('registers a backend named torch that TF.js can select', async () => {
     expect(tf.findBackendFactory('torch')).toBeDefined();
     expect(await tf.setBackend('torch')).toBe(true);
